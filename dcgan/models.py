@@ -1,15 +1,16 @@
 """DCGAN generator and discriminator (flax linen, NHWC).
 
-Two presets, both for any image size that is a multiple of 16 from 32 to 128:
+Two architectures, chosen by `config.model` (kernel_size, g_last_hidden_bn), both
+for any image size that is a multiple of 16 from 32 to 128:
 
-* 'tutorial': the reference tutorial's network (48x48 by default). G projects
+* the tutorial's (experiments/configs/avatar.py), 48x48 by default: G projects
   z to (s/16, s/16, 8*gf), then four stride-2 5x5 transposed convolutions
   double the size; BatchNorm+ReLU after all hidden layers except the last one,
   which has ReLU only. D is four stride-2 5x5 convolutions of 64/128/256/512
   features with LeakyReLU(0.2), BatchNorm on all but the first, and a dense
   layer to one logit.
-* 'dcgan': the DCGAN paper's 64x64 network: 4x4 kernels and BatchNorm on every
-  hidden layer of G.
+* the DCGAN paper's (experiments/configs/dcgan64.py), 64x64: 4x4 kernels and
+  BatchNorm on every hidden layer of G.
 
 All weights start from N(0, 0.02) and biases from zero; BatchNorm uses momentum
 0.9 and epsilon 1e-5. `train=True` normalises with the batch statistics and
@@ -24,20 +25,10 @@ from flax import linen as nn
 
 from dcgan import layers
 
-PRESETS = ('tutorial', 'dcgan')
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 128
 NUM_UPSAMPLINGS = 4  # so the projection is (image_size // 16) square
 
 weight_init = nn.initializers.normal(stddev=0.02)
-
-
-def preset_kwargs(preset: str) -> dict[str, Any]:
-  """Architecture options that distinguish the presets."""
-  if preset == 'tutorial':
-    return dict(kernel_size=5, g_last_hidden_bn=False)
-  if preset == 'dcgan':
-    return dict(kernel_size=4, g_last_hidden_bn=True)
-  raise ValueError(f'model preset must be one of {PRESETS}, got {preset!r}')
 
 
 def _batch_norm(train: bool, dtype, name: str) -> nn.BatchNorm:
@@ -106,16 +97,13 @@ def create_models(model_config, image_size: int) -> tuple[Generator,
                                                           Discriminator]:
   """Builds (generator, discriminator) from `config.model`."""
   dtype = jnp.dtype(model_config.dtype)
-  kernel_size = model_config.kernel_size or preset_kwargs(
-      model_config.preset)['kernel_size']
-  g_last_hidden_bn = model_config.g_last_hidden_bn
-  if g_last_hidden_bn is None:
-    g_last_hidden_bn = preset_kwargs(model_config.preset)['g_last_hidden_bn']
   generator = Generator(
       image_size=image_size, base_features=model_config.g_base_features,
-      kernel_size=kernel_size, g_last_hidden_bn=g_last_hidden_bn,
+      kernel_size=model_config.kernel_size,
+      g_last_hidden_bn=model_config.g_last_hidden_bn,
       conv_impl=model_config.conv_impl, dtype=dtype)
   discriminator = Discriminator(
-      base_features=model_config.d_base_features, kernel_size=kernel_size,
+      base_features=model_config.d_base_features,
+      kernel_size=model_config.kernel_size,
       conv_impl=model_config.conv_impl, dtype=dtype)
   return generator, discriminator

@@ -1,0 +1,66 @@
+"""The whole GAN's training state as one pytree."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dcgan import models
+
+PyTree = Any
+
+
+class GANState(struct.PyTreeNode):
+  """Everything that changes during training; saved and restored as a unit.
+
+  Attributes:
+    step: int32 scalar, the number of training iterations done.
+    rng: uint32 key data of the run's root training key; each step folds its
+      step number into it, so a resumed run draws the same numbers.
+    g_params, g_batch_stats, g_opt_state: the generator's parameters, BatchNorm
+      running averages and Adam state.
+    d_params, d_batch_stats, d_opt_state: the same for the discriminator.
+  """
+  step: jnp.ndarray
+  rng: jnp.ndarray
+  g_params: PyTree
+  g_batch_stats: PyTree
+  g_opt_state: optax.OptState
+  d_params: PyTree
+  d_batch_stats: PyTree
+  d_opt_state: optax.OptState
+
+
+def create_optimizers(config) -> tuple[optax.GradientTransformation,
+                                       optax.GradientTransformation]:
+  """Adam for G and D (the tutorial's: lr 2e-4, b1 0.5)."""
+  def adam(learning_rate):
+    return optax.adam(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
+                      eps=config.adam_eps)
+  return adam(config.g_learning_rate), adam(config.d_learning_rate)
+
+
+def create_state(config, generator: models.Generator,
+                 discriminator: models.Discriminator,
+                 g_tx: optax.GradientTransformation,
+                 d_tx: optax.GradientTransformation) -> GANState:
+  """Initialises a fresh state from `config.seed`."""
+  root = jax.random.key(config.seed)
+  g_rng, d_rng, train_rng = jax.random.split(jax.random.fold_in(root, 0), 3)
+  latents = jnp.zeros((1, config.latent_dim), jnp.float32)
+  images = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+  g_vars = flax.core.unfreeze(generator.init(g_rng, latents, train=False))
+  d_vars = flax.core.unfreeze(discriminator.init(d_rng, images, train=False))
+  return GANState(
+      step=jnp.zeros((), jnp.int32),
+      rng=jax.random.key_data(train_rng),
+      g_params=g_vars['params'],
+      g_batch_stats=g_vars['batch_stats'],
+      g_opt_state=g_tx.init(g_vars['params']),
+      d_params=d_vars['params'],
+      d_batch_stats=d_vars['batch_stats'],
+      d_opt_state=d_tx.init(d_vars['params']),
+  )

@@ -1,0 +1,117 @@
+"""Checks a config before anything compiles.
+
+Each error names the key, the value given and what is allowed, e.g.
+`config.image_size=50: must be a multiple of 16 from 32 to 128`.
+"""
+
+import numbers
+
+import jax
+
+from dcgan import layers, losses, models, sampling
+
+DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A config value that is not allowed."""
+
+
+def _fail(key: str, value, allowed: str):
+  raise ConfigError(f'config.{key}={value!r}: {allowed}')
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split('.'):
+    if part not in node:
+      raise ConfigError(f'config.{key} is missing: start from a config in '
+                        'experiments/configs/ and override it')
+    node = node[part]
+  return node
+
+
+def _check_int(config, key: str, low: int, high: int | None = None) -> int:
+  value = _get(config, key)
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    _fail(key, value, f'must be an integer >= {low}')
+  if value < low or (high is not None and value > high):
+    _fail(key, value, f'must be an integer from {low} to {high}'
+          if high is not None else f'must be an integer >= {low}')
+  return int(value)
+
+
+def _check_float(config, key: str, low: float, high: float,
+                 low_open: bool = True, high_open: bool = False) -> float:
+  value = _get(config, key)
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    _fail(key, value, 'must be a number')
+  too_low = value <= low if low_open else value < low
+  too_high = value >= high if high_open else value > high
+  if too_low or too_high:
+    bounds = ('(' if low_open else '[') + f'{low}, {high}' + (
+        ')' if high_open else ']')
+    _fail(key, value, f'must be in {bounds}')
+  return float(value)
+
+
+def _check_choice(config, key: str, choices) -> str:
+  value = _get(config, key)
+  if value not in choices:
+    _fail(key, value, f'must be one of {tuple(choices)}')
+  return value
+
+
+def _check_bool(config, key: str) -> bool:
+  value = _get(config, key)
+  if not isinstance(value, bool):
+    _fail(key, value, 'must be True or False')
+  return value
+
+
+def validate_config(config) -> None:
+  """Raises ConfigError for the first invalid value in `config`."""
+  from dcgan.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  _check_int(config, 'seed', 0)
+  size = _check_int(config, 'image_size', models.MIN_IMAGE_SIZE,
+                    models.MAX_IMAGE_SIZE)
+  if size % 16:
+    _fail('image_size', size, 'must be a multiple of 16 from '
+          f'{models.MIN_IMAGE_SIZE} to {models.MAX_IMAGE_SIZE}')
+  batch_size = _check_int(config, 'batch_size', 1)
+  num_devices = jax.device_count()
+  if batch_size % num_devices:
+    _fail('batch_size', batch_size,
+          f'must be divisible by the number of devices ({num_devices})')
+  _check_int(config, 'latent_dim', 1)
+  _check_choice(config, 'latent_dist', sampling.LATENT_DISTS)
+
+  _check_int(config, 'model.g_base_features', 1)
+  _check_int(config, 'model.d_base_features', 1)
+  _check_int(config, 'model.kernel_size', 1, 9)
+  _check_bool(config, 'model.g_last_hidden_bn')
+  _check_choice(config, 'model.conv_impl', layers.IMPLS)
+  _check_choice(config, 'model.dtype', DTYPES)
+
+  _check_choice(config, 'g_loss', losses.G_LOSSES)
+  _check_float(config, 'g_learning_rate', 0.0, 1.0)
+  _check_float(config, 'd_learning_rate', 0.0, 1.0)
+  _check_float(config, 'adam_b1', 0.0, 1.0, low_open=False, high_open=True)
+  _check_float(config, 'adam_b2', 0.0, 1.0, low_open=False, high_open=True)
+  _check_float(config, 'adam_eps', 0.0, 1.0)
+  _check_int(config, 'g_steps_per_d_step', 1, 16)
+  _check_bool(config, 'g_reuse_latents')
+
+  _check_int(config, 'num_train_steps', 1)
+  for key in ('log_every_steps', 'sample_every_steps',
+              'checkpoint_every_steps', 'keep_checkpoints',
+              'num_sample_images'):
+    _check_int(config, key, 1)
+
+  try:
+    pipeline.validate_data_config(config.data)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from None

@@ -1,0 +1,55 @@
+"""The reference recipe: the tutorial's DCGAN on 48x48 avatars.
+
+Every value is the tutorial's unless its comment says otherwise.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # 'procedural': the built-in cartoon avatars, drawn on first use.
+  # 'folder': a folder or .zip of images (the tutorial's faces/*.jpg) at `path`.
+  config.data.source = 'procedural'
+  config.data.path = ''
+  config.data.num_examples = 50_000  # procedural only; the tutorial has 51,223
+  config.data.dataset_seed = 0  # procedural only
+  config.data.source_size = 96  # images are center-cropped to this square
+  config.data.cache_dir = ''  # '' -> $DCGAN_DATA_DIR or ~/.cache/dcgan/datasets
+  config.data.num_threads = 2
+  config.data.prefetch = 4
+  config.image_size = 48
+  config.batch_size = 64  # global, over all devices
+
+  config.latent_dim = 100
+  config.latent_dist = 'uniform'  # U(-1, 1); or 'normal' for N(0, 1)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.g_base_features = 64
+  config.model.d_base_features = 64
+  config.model.kernel_size = 5
+  config.model.g_last_hidden_bn = False  # the tutorial's last hidden G layer has no BN
+  config.model.conv_impl = 'auto'  # 'matmul' on CPU, 'xla' on GPU/TPU
+  config.model.dtype = 'float32'
+
+  config.g_loss = 'non_saturating'
+  config.g_learning_rate = 2e-4
+  config.d_learning_rate = 2e-4
+  config.adam_b1 = 0.5
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  config.g_steps_per_d_step = 2
+  config.g_reuse_latents = True  # G steps reuse the D step's latents
+
+  # Not in the tutorial (it runs a fixed number of epochs): ~13 epochs of the
+  # built-in 50,000 images.
+  config.num_train_steps = 10_000
+  config.log_every_steps = 50
+  config.sample_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+  config.num_sample_images = 64  # an 8x8 grid from fixed latents
+  return config

@@ -1,0 +1,129 @@
+r"""Speed of the jitted training step (1 D update + G updates) on this machine.
+
+  python benchmarks/train_step.py                       # the reference recipe
+  python benchmarks/train_step.py --conv_impl=xla --conv_impl=matmul
+  python benchmarks/train_step.py --batch_size=16 --batch_size=64 --image_size=64
+
+Prints, per setting, the median over --repeats timed runs of --steps steps on a
+constant batch: images/s, GFLOP/s, compile seconds, and the process's peak RSS.
+
+FLOP counting rule: 2 x multiply-adds of the conv and dense layers. A forward
+pass counts 1x, a backward pass 2x (input and weight gradients). The tutorial's
+iteration is G fwd + D fwd/bwd on a real and a fake batch, then per G update G
+and D fwd/bwd: (1 + 3 * g_steps) G + (6 + 3 * g_steps) D forward passes.
+"""
+
+import itertools
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from dcgan import models, train
+from dcgan import state as state_lib
+from experiments.configs import avatar
+
+_BATCH_SIZE = flags.DEFINE_multi_integer('batch_size', [64], 'Batch sizes.')
+_IMAGE_SIZE = flags.DEFINE_multi_integer('image_size', [48], 'Image sizes.')
+_CONV_IMPL = flags.DEFINE_multi_string('conv_impl', ['auto'],
+                                       'Conv implementations.')
+_DTYPE = flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Steps per timed run.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per setting.')
+
+
+def forward_flops(config) -> tuple[float, float]:
+  """FLOPs of one G and one D forward pass on a batch (2 x multiply-adds)."""
+  b, s, k = config.batch_size, config.image_size, config.model.kernel_size
+  gf, df = config.model.g_base_features, config.model.d_base_features
+  s16 = s // 16
+  g = 2 * b * config.latent_dim * s16 * s16 * 8 * gf
+  widths = [8 * gf, 4 * gf, 2 * gf, gf, 3]
+  for i in range(4):  # a transposed conv: every input pixel meets the kernel
+    h_in = s16 * 2**i
+    g += 2 * b * h_in * h_in * k * k * widths[i] * widths[i + 1]
+  d = 0
+  widths = [3, df, 2 * df, 4 * df, 8 * df]
+  for i in range(4):  # a strided conv: every output pixel meets the kernel
+    h_out = s // 2**(i + 1)
+    d += 2 * b * h_out * h_out * k * k * widths[i] * widths[i + 1]
+  d += 2 * b * s16 * s16 * 8 * df
+  return g, d
+
+
+def iteration_flops(config) -> float:
+  g, d = forward_flops(config)
+  n = config.g_steps_per_d_step
+  return (1 + 3 * n) * g + (6 + 3 * n) * d
+
+
+def measure(config) -> dict[str, float]:
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(config)
+  state = jax.jit(lambda: state_lib.create_state(
+      config, generator, discriminator, g_tx, d_tx))()
+  step = train.jit_train_step(
+      train.make_train_step(config, generator, discriminator, g_tx, d_tx))
+  shape = (config.batch_size, config.image_size, config.image_size, 3)
+  batch = {'image': jax.random.uniform(jax.random.key(1), shape, minval=-1,
+                                       maxval=1)}
+  rng = jax.random.key(2)
+
+  start = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()
+  compile_seconds = time.perf_counter() - start
+  state, metrics = compiled(state, batch, rng)  # warm-up
+  jax.block_until_ready(metrics)
+
+  rates = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    rates.append(_STEPS.value * config.batch_size /
+                 (time.perf_counter() - start))
+  images_per_second = statistics.median(rates)
+  gflops = iteration_flops(config) / 1e9
+  return {
+      'img/s': images_per_second,
+      'min img/s': min(rates),
+      'max img/s': max(rates),
+      'GFLOP/iter': gflops,
+      'GFLOP/s': gflops * images_per_second / config.batch_size,
+      'compile s': compile_seconds,
+  }
+
+
+def main(argv):
+  del argv
+  print(f'# {platform.node()} {platform.processor() or platform.machine()}, '
+        f'jax {jax.__version__}, backend {jax.default_backend()}, '
+        f'{jax.device_count()} device(s): {jax.devices()[0].device_kind}')
+  print(f'# median of {_REPEATS.value} runs x {_STEPS.value} steps; '
+        'one step = 1 D + g_steps_per_d_step G updates')
+  header = ('batch', 'size', 'conv', 'dtype', 'img/s', 'min', 'max',
+            'GFLOP/it', 'GFLOP/s', 'compile s', 'peak RSS MiB')
+  print(' | '.join(header))
+  for batch_size, image_size, impl, dtype in itertools.product(
+      _BATCH_SIZE.value, _IMAGE_SIZE.value, _CONV_IMPL.value, _DTYPE.value):
+    config = avatar.get_config()
+    config.batch_size, config.image_size = batch_size, image_size
+    config.model.conv_impl, config.model.dtype = impl, dtype
+    r = measure(config)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{batch_size} | {image_size} | {impl} | {dtype} | "
+          f"{r['img/s']:.1f} | {r['min img/s']:.1f} | {r['max img/s']:.1f} | "
+          f"{r['GFLOP/iter']:.1f} | {r['GFLOP/s']:.1f} | "
+          f"{r['compile s']:.1f} | {rss:.0f}")
+    sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  app.run(main)

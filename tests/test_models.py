@@ -1,0 +1,112 @@
+"""Shapes and BatchNorm behaviour of the generator and discriminator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcgan import models
+from experiments.configs import avatar, dcgan64
+
+
+def _init(module, x, seed=0):
+  return module.init(jax.random.key(seed), x, train=False)
+
+
+@pytest.mark.parametrize('image_size', [32, 48, 64, 80, 96, 112, 128])
+def test_every_image_size_builds_with_right_shapes(image_size):
+  config = avatar.get_config()
+  config.model.g_base_features = config.model.d_base_features = 4
+  generator, discriminator = models.create_models(config.model, image_size)
+  latents = jax.random.uniform(jax.random.key(0), (3, 100), minval=-1,
+                               maxval=1)
+  g_vars = _init(generator, latents)
+  fake = generator.apply(g_vars, latents, train=False)
+  assert fake.shape == (3, image_size, image_size, 3)
+  assert fake.dtype == jnp.float32
+  logits = discriminator.apply(_init(discriminator, fake), fake, train=False)
+  assert logits.shape == (3,)
+
+
+@pytest.mark.parametrize('get_config', [avatar.get_config,
+                                        dcgan64.get_config])
+def test_presets_have_the_documented_layers(get_config):
+  config = get_config()
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  latents = jnp.zeros((1, config.latent_dim))
+  g_params = jax.eval_shape(lambda: _init(generator, latents))['params']
+  s = config.image_size // 16
+  k = config.model.kernel_size
+  assert g_params['project']['kernel'].shape == (100, s * s * 512)
+  assert [g_params[f'deconv{i}']['kernel'].shape for i in range(1, 5)] == [
+      (k, k, 512, 256), (k, k, 256, 128), (k, k, 128, 64), (k, k, 64, 3)]
+  # The tutorial leaves the last hidden G layer without BN; the paper doesn't.
+  assert ('bn3' in g_params) == config.model.g_last_hidden_bn
+  images = jnp.zeros((1, config.image_size, config.image_size, 3))
+  d_params = jax.eval_shape(lambda: _init(discriminator, images))['params']
+  assert [d_params[f'conv{i}']['kernel'].shape for i in range(4)] == [
+      (k, k, 3, 64), (k, k, 64, 128), (k, k, 128, 256), (k, k, 256, 512)]
+  assert sorted(n for n in d_params if n.startswith('bn')) == [
+      'bn1', 'bn2', 'bn3']
+  assert d_params['logit']['kernel'].shape == (s * s * 512, 1)
+
+
+def test_weights_start_from_normal_0_02(tiny_config):
+  generator, _ = models.create_models(avatar.get_config().model, 48)
+  params = _init(generator, jnp.zeros((1, 100)))['params']
+  kernel = np.asarray(params['deconv1']['kernel']).ravel()
+  assert abs(kernel.mean()) < 1e-3
+  assert kernel.std() == pytest.approx(0.02, rel=0.02)
+  assert not np.any(params['deconv1']['bias'])
+
+
+def test_generator_output_in_range_and_logits_per_image(tiny_config):
+  generator, discriminator = models.create_models(tiny_config.model, 32)
+  latents = 50.0 * jax.random.normal(jax.random.key(1), (5, 16))
+  g_vars = _init(generator, latents)
+  fake, _ = generator.apply(g_vars, latents, train=True,
+                            mutable=['batch_stats'])
+  assert fake.shape == (5, 32, 32, 3)
+  assert float(fake.min()) >= -1.0 and float(fake.max()) <= 1.0
+  logits, _ = discriminator.apply(_init(discriminator, fake), fake,
+                                  train=True, mutable=['batch_stats'])
+  assert logits.shape == (5,)
+
+
+def test_train_mode_updates_batch_stats_eval_mode_does_not(tiny_config):
+  generator, _ = models.create_models(tiny_config.model, 32)
+  latents = jax.random.uniform(jax.random.key(2), (8, 16), minval=-1,
+                               maxval=1)
+  g_vars = _init(generator, latents)
+  _, updates = generator.apply(g_vars, latents, train=True,
+                               mutable=['batch_stats'])
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                         g_vars['batch_stats'], updates['batch_stats'])
+  assert all(jax.tree.leaves(changed))
+  _, updates = generator.apply(g_vars, latents, train=False,
+                               mutable=['batch_stats'])
+  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
+                      g_vars['batch_stats'], updates['batch_stats'])
+  assert all(jax.tree.leaves(same))
+
+
+def test_eval_mode_output_does_not_depend_on_batch(tiny_config):
+  generator, _ = models.create_models(tiny_config.model, 32)
+  latents = jax.random.uniform(jax.random.key(3), (8, 16), minval=-1,
+                               maxval=1)
+  g_vars = _init(generator, latents)
+  # Move the running averages away from their initial values first.
+  _, updates = generator.apply(g_vars, latents, train=True,
+                               mutable=['batch_stats'])
+  g_vars = {'params': g_vars['params'], **updates}
+  apply = jax.jit(lambda z: generator.apply(g_vars, z, train=False))
+  full = apply(latents)
+  np.testing.assert_allclose(apply(latents[:3]), full[:3], atol=1e-6)
+  np.testing.assert_allclose(apply(latents[5:6]), full[5:6], atol=1e-6)
+  # In train mode the batch statistics couple the images of a batch.
+  train_full, _ = generator.apply(g_vars, latents, train=True,
+                                  mutable=['batch_stats'])
+  train_part, _ = generator.apply(g_vars, latents[:3], train=True,
+                                  mutable=['batch_stats'])
+  assert not np.allclose(train_part, train_full[:3], atol=1e-4)

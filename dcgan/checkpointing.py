@@ -113,7 +113,7 @@ def restore_generator_variables(directory: epath.PathLike, abstract_variables,
   manager = ocp.CheckpointManager(
       epath.Path(directory),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={'state': ocp.StandardCheckpointHandler()})
+      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(
@@ -121,6 +121,9 @@ def restore_generator_variables(directory: epath.PathLike, abstract_variables,
         '`python -m experiments.avatar --workdir <workdir>`.')
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_variables)
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract, strict=False)))
+      state=ocp.args.PyTreeRestore(
+          abstract,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True)))
   manager.close()
   return restored['state'], step

@@ -156,8 +156,13 @@ def make_train_step(config, generator: models.Generator,
 
 
 def create_mesh() -> jax.sharding.Mesh:
-  """All devices on one 'data' axis: batches split, state replicated."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  """All devices on one 'data' axis: batches split, state replicated.
+
+  The axis is of Auto type: XLA propagates the batch sharding through the
+  model, which needs no sharding annotations.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def jit_train_step(train_step: TrainStep) -> TrainStep:

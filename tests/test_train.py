@@ -138,7 +138,7 @@ def test_sample_cli_without_checkpoint_says_what_to_do(tmp_path):
   assert 'config.json' in result.stderr and str(tmp_path) in result.stderr
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_config,
+def test_sigterm_stops_after_the_step_with_a_checkpoint(tiny_config,
                                                         tmp_path):
   workdir = tmp_path / 'run'
   args = ['-m', 'experiments.avatar', '--workdir', str(workdir),

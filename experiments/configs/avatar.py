@@ -5,22 +5,16 @@ Every value is the tutorial's unless its comment says otherwise.
 
 import ml_collections
 
+from dcgan.data import pipeline
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
-  # 'procedural': the built-in cartoon avatars, drawn on first use.
-  # 'folder': a folder or .zip of images (the tutorial's faces/*.jpg) at `path`.
-  config.data.source = 'procedural'
-  config.data.path = ''
-  config.data.num_examples = 50_000  # procedural only; the tutorial has 51,223
-  config.data.dataset_seed = 0  # procedural only
-  config.data.source_size = 96  # images are center-cropped to this square
-  config.data.cache_dir = ''  # '' -> $DCGAN_DATA_DIR or ~/.cache/dcgan/datasets
-  config.data.num_threads = 2
-  config.data.prefetch = 4
+  # 'procedural' (the built-in avatars) or 'folder' (a folder or .zip of
+  # images at config.data.path); see dcgan/data/pipeline.py for every key.
+  config.data = pipeline.get_default_data_config()
   config.image_size = 48
   config.batch_size = 64  # global, over all devices
 

@@ -1,5 +1,6 @@
 """The whole GAN's training state as one pytree."""
 
+import functools
 from typing import Any
 
 import flax
@@ -47,7 +48,12 @@ def create_state(config, generator: models.Generator,
                  discriminator: models.Discriminator,
                  g_tx: optax.GradientTransformation,
                  d_tx: optax.GradientTransformation) -> GANState:
-  """Initialises a fresh state from `config.seed`."""
+  """Initialises a fresh state from `config.seed` (jitted: one dispatch)."""
+  return jax.jit(functools.partial(
+      _init_state, config, generator, discriminator, g_tx, d_tx))()
+
+
+def _init_state(config, generator, discriminator, g_tx, d_tx) -> GANState:
   root = jax.random.key(config.seed)
   g_rng, d_rng, train_rng = jax.random.split(jax.random.fold_in(root, 0), 3)
   latents = jnp.zeros((1, config.latent_dim), jnp.float32)

@@ -271,10 +271,9 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
   generator, discriminator = models.create_models(config.model,
                                                   config.image_size)
   g_tx, d_tx = state_lib.create_optimizers(config)
-  state = jax.jit(
-      functools.partial(state_lib.create_state, config, generator,
-                        discriminator, g_tx, d_tx),
-      out_shardings=replicated)()
+  state = jax.device_put(
+      state_lib.create_state(config, generator, discriminator, g_tx, d_tx),
+      replicated)
 
   data_iterator = pipeline.create_train_iterator(
       config.data, image_size=config.image_size,

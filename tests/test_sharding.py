@@ -40,12 +40,27 @@ SCRIPT = textwrap.dedent('''
             state, metrics = step(state, batch, rng)
         return jax.device_get((state, metrics)), batch['image'].sharding
 
+    def leaves(tree):
+        # A bias followed by BatchNorm has a true gradient of zero: Adam
+        # turns its rounding noise into +-lr steps, different per layout.
+        return {jax.tree_util.keystr(path): leaf for path, leaf
+                in jax.tree_util.tree_flatten_with_path(tree)[0]
+                if not (path[-1] == jax.tree_util.DictKey('bias') and
+                        any(str(p) in ("['deconv1']", "['deconv2']",
+                                       "['conv1']", "['conv2']", "['conv3']")
+                            for p in path))}
+
     single, _ = run(jax.make_mesh((1,), ('data',), devices=jax.devices()[:1],
                                   axis_types=(jax.sharding.AxisType.Auto,)))
     sharded, sharding = run(train.create_mesh())
     assert len(sharding.device_set) == 4
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    single, sharded = leaves(single), leaves(sharded)
+    assert single.keys() == sharded.keys() and len(single) > 50
+    for key in single:
+        # Running means also follow those biases.
+        atol = 1e-3 if "['mean']" in key else 2e-5
+        np.testing.assert_allclose(single[key], sharded[key], rtol=1e-3,
+                                   atol=atol, err_msg=key)
     print('OK')
 ''')
 

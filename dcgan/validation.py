@@ -1,7 +1,7 @@
 """Checks a config before anything compiles.
 
 Each error names the key, the value given and what is allowed, e.g.
-`config.image_size=50: must be a multiple of 16 from 32 to 128`.
+`config.image_size = 50 is invalid: must be a multiple of 16 from 32 to 128.`
 """
 
 import numbers
@@ -18,7 +18,7 @@ class ConfigError(ValueError):
 
 
 def _fail(key: str, value, allowed: str):
-  raise ConfigError(f'config.{key}={value!r}: {allowed}')
+  raise ConfigError(f'config.{key} = {value!r} is invalid: {allowed}.')
 
 
 def _get(config, key: str):

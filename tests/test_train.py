@@ -82,7 +82,8 @@ def test_invalid_config_is_refused_before_anything_is_written(tiny_config,
                                                               tmp_path):
   tiny_config.image_size = 50
   with pytest.raises(validation.ConfigError,
-                     match=r'config\.image_size=50: must be a multiple of 16'):
+                     match=r'config\.image_size = 50 is invalid: must be a '
+                     r'multiple of 16'):
     train.train_and_evaluate(tiny_config, tmp_path / 'run')
   assert not (tmp_path / 'run').exists()
 
@@ -128,7 +129,7 @@ def test_cli_rejects_bad_override_naming_the_key(tiny_config, tmp_path):
                  str(tmp_path / 'run'), *_tiny_flags(tiny_config),
                  '--config.latent_dist=cauchy'])
   assert result.returncode != 0
-  assert "config.latent_dist='cauchy'" in result.stderr
+  assert "config.latent_dist = 'cauchy' is invalid" in result.stderr
   assert "('uniform', 'normal')" in result.stderr
 
 

@@ -29,9 +29,12 @@ def create_manager(directory: epath.PathLike, *, keep: int
   options = ocp.CheckpointManagerOptions(
       preservation_policy=preservation.LatestN(keep),
       enable_async_checkpointing=False,
+      # A save cut short leaves a '<step>.orbax-checkpoint-tmp' folder:
+      # never a checkpoint, so removed at start.
+      cleanup_tmp_directories=True,
       create=True)
   return ocp.CheckpointManager(
-      epath.Path(directory),
+      epath.Path(directory).resolve(),
       options=options,
       item_handlers={
           'state': ocp.StandardCheckpointHandler(),
@@ -111,7 +114,7 @@ def restore_generator_variables(directory: epath.PathLike, abstract_variables,
     FileNotFoundError: no checkpoint in `directory`.
   """
   manager = ocp.CheckpointManager(
-      epath.Path(directory),
+      epath.Path(directory).resolve(),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_handlers={'state': ocp.PyTreeCheckpointHandler()})
   step = manager.latest_step() if step is None else step

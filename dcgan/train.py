@@ -260,7 +260,7 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
     The final state.
   """
   validation.validate_config(config)
-  workdir = epath.Path(workdir)
+  workdir = epath.Path(workdir).resolve()  # orbax wants absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   config_dict = _write_config(config, workdir)
 

@@ -31,6 +31,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.use_python_logging()
   py_logging.getLogger().setLevel(py_logging.INFO)
+  # Libraries that log through absl (orbax: every save and restore) at INFO
+  # would drown the training log.
+  py_logging.getLogger('absl').setLevel(py_logging.WARNING)
   generator, variables, config, step = sampling.load_generator(
       _WORKDIR.value, _STEP.value)
   latents = sampling.sample_latents(jax.random.key(_SEED.value), _NUM.value,

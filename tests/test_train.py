@@ -88,10 +88,10 @@ def test_invalid_config_is_refused_before_anything_is_written(tiny_config,
   assert not (tmp_path / 'run').exists()
 
 
-def _run(args, **kwargs):
+def _run(args, cwd=REPO_ROOT):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=300, **kwargs)
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
 
 
 def _tiny_flags(tiny_config):
@@ -100,15 +100,17 @@ def _tiny_flags(tiny_config):
 
 
 def test_cli_trains_then_sample_cli_writes_pngs(tiny_config, tmp_path):
+  # A relative workdir, as users type it.
   workdir = tmp_path / 'run'
-  result = _run(['-m', 'experiments.avatar', '--workdir', str(workdir),
-                 *_tiny_flags(tiny_config), '--config.num_train_steps=3'])
+  result = _run(['-m', 'experiments.avatar', '--workdir', 'run',
+                 *_tiny_flags(tiny_config), '--config.num_train_steps=3'],
+                cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert (workdir / 'checkpoints' / '3').is_dir()
 
   out = tmp_path / 'out'
-  result = _run(['-m', 'experiments.sample', '--workdir', str(workdir),
-                 '--num', '5', '--out', str(out)])
+  result = _run(['-m', 'experiments.sample', '--workdir', 'run', '--num', '5',
+                 '--out', 'out'], cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   pngs = sorted(p.name for p in out.glob('*.png'))
   assert pngs == ['0.png', '1.png', '2.png', '3.png', '4.png', 'grid.png']

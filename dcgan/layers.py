@@ -3,21 +3,60 @@
 `Conv` and `ConvTranspose` hold the same parameters as `flax.linen.Conv` and
 `flax.linen.ConvTranspose` (a `kernel` of shape (kh, kw, in, out) and a `bias`)
 and compute the same function as `lax.conv_general_dilated` /
-`lax.conv_transpose` with the same padding.
+`lax.conv_transpose` (NHWC / HWIO / NHWC, `transpose_kernel=False`) with the
+same padding, so checkpoints are interchangeable between implementations.
 
 `impl` selects how: 'xla' calls the XLA convolution, 'matmul' rewrites the
-convolution as matrix products (fast on XLA:CPU), 'auto' picks 'matmul' on CPU
-and 'xla' elsewhere.
-"""
-# NOTE: placeholder; the matmul path is being written.
+convolution as matrix products (fast on XLA:CPU, whose convolutions, and above
+all its transposed-convolution weight gradients, run far below matmul speed),
+'auto' picks 'matmul' on CPU and 'xla' elsewhere.
 
-from typing import Any, Callable, Sequence
+How 'matmul' works
+------------------
+Everything is built from one strided correlation and its adjoint. Per spatial
+axis, with stride s, kernel size K and low padding `lo`,
+
+    corr:    y[o] = sum_k  xpad[o*s + k] @ w[k]          (xpad[p] = x[p - lo])
+    adjoint: x[i] = sum_{o, k : o*s + k = i + lo}  y[o] @ w[k]^T
+
+* corr is im2col + ONE matmul: a (B*Ho*Wo, K*K*Cin) patch matrix times the
+  kernel reshaped to (K*K*Cin, Cout). The patches are K*K slices of the
+  zero-padded input viewed as s*s phases (space-to-depth by reshape), so no
+  slice is strided and XLA writes the whole matrix in one fused loop.
+* the adjoint is col2im: ONE matmul y @ w^T of shape (B*Ho*Wo, K*K*Cin), then
+  every tap's column block is added where it belongs. The adds are grouped by
+  output phase (i + lo) mod s: a phase receives only the taps k = phase
+  (mod s), each a plain shifted copy on the low-resolution grid (a pad, no
+  scatter), and the s*s phases are interleaved once at the end
+  (depth-to-space). No multiplication touches the zeros a dilated input would
+  carry. (A polyphase gather form, one matmul over a shared 3x3 window with
+  zero-padded sub-kernels, spends 1.44x the MACs at 5x5 / stride 2 and was
+  slower end to end.)
+* the kernel gradient of either is patches^T @ y: ONE matmul whose
+  contraction is M = B*Ho*Wo.
+
+`Conv` is corr; its input gradient is the adjoint. A transposed convolution
+(`lax.conv_transpose`, i.e. a stride-1 convolution of the s-dilated input with
+low padding lo) is the adjoint of a correlation from its output back to its
+input with the flipped, in/out-swapped kernel and low padding K - 1 - lo. So
+`ConvTranspose` is the adjoint and its input gradient is corr; the flip is
+folded into the tap order and the swap into the dot dimension numbers. Both
+layers are `jax.custom_vjp`s whose backward passes are these explicit
+matmuls: no direction contains a convolution, a scatter or a matmul over
+zero-dilated arrays. Matmuls accumulate in float32 whatever the compute dtype.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 from flax import linen as nn
 
 IMPLS = ('auto', 'xla', 'matmul')
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
 def resolve_impl(impl: str) -> str:
@@ -29,7 +68,262 @@ def resolve_impl(impl: str) -> str:
   return impl
 
 
-class Conv(nn.Module):
+# ----------------------------------------------------------------- padding --
+
+
+def _pairs(padding, ndim: int = 2):
+  """Explicit ((lo, hi), ...) from an int or a sequence of pairs."""
+  if isinstance(padding, int):
+    return ((padding, padding),) * ndim
+  pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if len(pairs) != ndim:
+    raise ValueError(f'padding needs {ndim} (lo, hi) pairs, got {padding!r}')
+  return pairs
+
+
+def _conv_transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
+  """Pads of the dilated convolution `lax.conv_transpose` runs for a string.
+
+  Mirrors jax's private `_conv_transpose_padding` (checked against
+  `lax.conv_transpose` by the tests).
+  """
+  _check_string(padding)
+  if padding == 'SAME':
+    pad_len = k + s - 2
+    lo = k - 1 if s > k - 1 else -(-pad_len // 2)
+  else:  # 'VALID'
+    pad_len = k + s - 2 + max(k - s, 0)
+    lo = k - 1
+  return lo, pad_len - lo
+
+
+def _check_string(padding):
+  """Only 'SAME' and 'VALID' among strings ('CIRCULAR' is not supported)."""
+  if isinstance(padding, str) and padding not in ('SAME', 'VALID'):
+    raise ValueError("padding must be 'SAME', 'VALID', an int or (lo, hi) "
+                     f'pairs, got {padding!r}')
+
+
+# --------------------------------------------------- matmul-path geometry --
+
+
+class _Geom(NamedTuple):
+  """Static shape of one correlation: input/output sizes, kernel, stride, lo."""
+  in_hw: tuple[int, int]
+  out_hw: tuple[int, int]
+  k_hw: tuple[int, int]
+  strides: tuple[int, int]
+  lo: tuple[int, int]
+
+
+def _pad(x, pads):
+  """Zero-pads (negative: crops) the two spatial axes of an NHWC array."""
+  config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+  return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def _dot(a, b, contract_a, contract_b):
+  """lax.dot_general without batch dims, accumulated (and returned) in f32."""
+  return lax.dot_general(a, b, ((contract_a, contract_b), ((), ())),
+                         preferred_element_type=jnp.float32)
+
+
+def _patches(x, g: _Geom, reverse: bool = False):
+  """im2col: (B*Ho*Wo, kh*kw*C) rows of the padded input, tap-major columns.
+
+  With `reverse`, column block (i, j) holds tap (kh-1-i, kw-1-j).
+  """
+  b, h, w, c = x.shape
+  (kh, kw), (sh, sw), (oh, ow) = g.k_hw, g.strides, g.out_hw
+  # Pad (or crop) to the span the windows read, rounded up to a multiple of
+  # the stride, and view it as phases: xp[b, m*s + p] = phased[b, m, p].
+  # Tap i = a*s + p then reads the contiguous rows a..a+Ho-1 of phase p, so
+  # no slice is strided.
+  mh, mw = -(-((oh - 1) * sh + kh) // sh), -(-((ow - 1) * sw + kw) // sw)
+  xp = _pad(x, [(lo, m * s - lo - n)
+                for lo, m, s, n in zip(g.lo, (mh, mw), (sh, sw), (h, w))])
+  phased = xp.reshape(b, mh, sh, mw, sw, c)
+
+  def tap(i, j):
+    if reverse:
+      i, j = kh - 1 - i, kw - 1 - j
+    (a, p), (q, r) = divmod(i, sh), divmod(j, sw)
+    return phased[:, a:a + oh, p, q:q + ow, r, :]
+
+  # Two nested stacks of few operands each: XLA:CPU fuses them into a single
+  # loop that writes the patch matrix once (a flat concatenate of kh*kw
+  # operands is not fused and costs an extra pass over memory).
+  rows = [jnp.stack([tap(i, j) for j in range(kw)], axis=3)
+          for i in range(kh)]
+  return jnp.stack(rows, axis=3).reshape(b * oh * ow, kh * kw * c)
+
+
+def _col2im(cols, g: _Geom, reverse: bool = False):
+  """Adds cols (B, Ho, Wo, kh, kw, C) onto (B, H, W, C) at o*s + k - lo.
+
+  With `reverse`, tap k is read from cols[..., kh-1-k_h, kw-1-k_w, :].
+  """
+  b, oh, ow, kh, kw, c = cols.shape
+  (sh, sw), (h, w) = g.strides, g.in_hw
+  # Low-resolution rows per phase so that phase r, row m is padded position
+  # m*s + r; enough rows for every window and for the whole input.
+  mh = -(-max(g.lo[0] + h, (oh - 1) * sh + kh) // sh)
+  mw = -(-max(g.lo[1] + w, (ow - 1) * sw + kw) // sw)
+
+  def tap(i, j):
+    if reverse:
+      i, j = kh - 1 - i, kw - 1 - j
+    return cols[:, :, :, i, j, :]
+
+  rows = []
+  for rh in range(sh):
+    row = []
+    for rw in range(sw):
+      # Tap (ih, iw) = (rh + sh*jh, rw + sw*jw) lands on phase (rh, rw) at
+      # low-resolution offset (jh, jw): a shifted copy, no scatter.
+      acc = jnp.zeros((b, mh, mw, c), cols.dtype)
+      for ih in range(rh, kh, sh):
+        for iw in range(rw, kw, sw):
+          jh, jw = ih // sh, iw // sw
+          acc = acc + _pad(tap(ih, iw),
+                           [(jh, mh - oh - jh), (jw, mw - ow - jw)])
+      row.append(acc)
+    rows.append(jnp.stack(row, axis=3))  # (B, mh, mw, sw, C)
+  # Interleave the phases (depth-to-space), then drop the padding.
+  full = jnp.stack(rows, axis=2).reshape(b, mh * sh, mw * sw, c)
+  return _pad(full, [(-lo, lo + n - m * s) for lo, n, m, s in
+                     zip(g.lo, (h, w), (mh, mw), (sh, sw))])
+
+
+# ------------------------------------------------------------------ Conv --
+# y = corr(x, w) with the kernel (kh, kw, Cin, Cout) used as it is.
+
+
+def _conv_forward(x, w, g: _Geom):
+  y = _dot(_patches(x, g), w.reshape(-1, w.shape[-1]), (1,), (0,))
+  return y.reshape(x.shape[0], *g.out_hw, w.shape[-1]).astype(x.dtype)
+
+
+def _conv_input_grad(dy, w, g: _Geom):
+  kh, kw, cin, cout = w.shape
+  cols = _dot(dy.reshape(-1, cout), w.reshape(-1, cout), (1,), (1,))
+  cols = cols.reshape(*dy.shape[:3], kh, kw, cin)
+  return _col2im(cols, g).astype(dy.dtype)
+
+
+def _conv_kernel_grad(x, dy, w, g: _Geom):
+  dw = _dot(_patches(x, g), dy.reshape(-1, dy.shape[-1]), (0,), (0,))
+  return dw.reshape(w.shape).astype(w.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_matmul(x, w, g: _Geom):
+  return _conv_forward(x, w, g)
+
+
+def _conv_matmul_fwd(x, w, g):
+  return _conv_forward(x, w, g), (x, w)
+
+
+def _conv_matmul_bwd(g, res, dy):
+  x, w = res
+  return _conv_input_grad(dy, w, g), _conv_kernel_grad(x, dy, w, g)
+
+
+_conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
+
+
+# --------------------------------------------------------- ConvTranspose --
+# y = adjoint of corr(., w_c) with w_c[k] = w[K-1-k]^T. The flip is folded
+# into the tap order (reverse=True) and the in/out swap into the dot
+# dimension numbers, so the kernel is never re-laid out tap by tap.
+
+
+def _conv_t_forward(x, w, g: _Geom):
+  kh, kw, cin, cout = w.shape
+  w3 = w.reshape(kh * kw, cin, cout)
+  cols = _dot(x.reshape(-1, cin), w3, (1,), (1,))  # (M, kh*kw, Cout)
+  cols = cols.reshape(*x.shape[:3], kh, kw, cout)
+  return _col2im(cols, g, reverse=True).astype(x.dtype)
+
+
+def _conv_t_input_grad(dy, w, g: _Geom):
+  kh, kw, cin, cout = w.shape
+  patches = _patches(dy, g, reverse=True).reshape(-1, kh * kw, cout)
+  dx = _dot(patches, w.reshape(kh * kw, cin, cout), (1, 2), (0, 2))
+  return dx.reshape(dy.shape[0], *g.out_hw, cin).astype(dy.dtype)
+
+
+def _conv_t_kernel_grad(x, dy, w, g: _Geom):
+  kh, kw, cin, cout = w.shape
+  # (Cin, kh*kw*Cout) keeps Cout innermost, so the re-layout to
+  # (kh, kw, Cin, Cout) moves whole Cout rows, not single floats.
+  dw = _dot(x.reshape(-1, cin), _patches(dy, g, reverse=True), (0,), (0,))
+  return dw.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3).astype(w.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_t_matmul(x, w, g: _Geom):
+  return _conv_t_forward(x, w, g)
+
+
+def _conv_t_matmul_fwd(x, w, g):
+  return _conv_t_forward(x, w, g), (x, w)
+
+
+def _conv_t_matmul_bwd(g, res, dy):
+  x, w = res
+  return _conv_t_input_grad(dy, w, g), _conv_t_kernel_grad(x, dy, w, g)
+
+
+_conv_t_matmul.defvjp(_conv_t_matmul_fwd, _conv_t_matmul_bwd)
+
+
+# --------------------------------------------------------- the two layers --
+
+
+def conv(x, kernel, strides, padding, impl: str):
+  """`lax.conv_general_dilated(x, kernel, strides, padding)`, NHWC/HWIO."""
+  _check_string(padding)
+  k_hw = kernel.shape[:2]
+  if isinstance(padding, str):
+    pads = lax.padtype_to_pads(x.shape[1:3], k_hw, strides, padding)
+  else:
+    pads = _pairs(padding)
+  if resolve_impl(impl) == 'xla':
+    return lax.conv_general_dilated(x, kernel, strides, pads,
+                                    dimension_numbers=_DIMENSION_NUMBERS)
+  out_hw = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
+                 zip(x.shape[1:3], pads, k_hw, strides))
+  g = _Geom(tuple(x.shape[1:3]), out_hw, tuple(k_hw), tuple(strides),
+            tuple(lo for lo, _ in pads))
+  return _conv_matmul(x, kernel, g)
+
+
+def conv_transpose(x, kernel, strides, padding, impl: str):
+  """`lax.conv_transpose(x, kernel, strides, padding)`, NHWC/HWIO."""
+  _check_string(padding)
+  k_hw = kernel.shape[:2]
+  if isinstance(padding, str):
+    pads = tuple(_conv_transpose_pads(k, s, padding)
+                 for k, s in zip(k_hw, strides))
+  else:
+    pads = _pairs(padding)
+  if resolve_impl(impl) == 'xla':
+    return lax.conv_transpose(x, kernel, strides, pads,
+                              dimension_numbers=_DIMENSION_NUMBERS)
+  # Output of the dilated convolution lax runs: (n-1)*s + 1 + lo + hi - k + 1.
+  out_hw = tuple((n - 1) * s + lo + hi - k + 2 for n, (lo, hi), k, s in
+                 zip(x.shape[1:3], pads, k_hw, strides))
+  # It equals the adjoint of a correlation from the output back to x with the
+  # flipped, in/out-swapped kernel and low padding k - 1 - lo.
+  g = _Geom(out_hw, tuple(x.shape[1:3]), tuple(k_hw), tuple(strides),
+            tuple(k - 1 - lo for k, (lo, _) in zip(k_hw, pads)))
+  return _conv_t_matmul(x, kernel, g)
+
+
+class _ConvBase(nn.Module):
+  """Fields and parameters shared by Conv and ConvTranspose."""
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
@@ -41,43 +335,39 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   impl: str = 'auto'
 
-  @nn.compact
-  def __call__(self, x):
+  def _apply(self, op, x):
+    # Bad settings fail before any parameter is made.
+    resolve_impl(self.impl)
+    _check_string(self.padding)
+    kernel_size = self.kernel_size
+    if isinstance(kernel_size, int):
+      kernel_size = (kernel_size,) * 2
+    strides = self.strides
+    if isinstance(strides, int):
+      strides = (strides,) * 2
     kernel = self.param('kernel', self.kernel_init,
-                        (*self.kernel_size, x.shape[-1], self.features),
+                        (*kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
     dtype = self.dtype or x.dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), tuple(self.strides),
-        self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = op(x.astype(dtype), kernel.astype(dtype), tuple(strides),
+           self.padding, self.impl)
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,),
                          self.param_dtype).astype(dtype)
     return y
 
 
-class ConvTranspose(nn.Module):
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: Any = 'SAME'
-  use_bias: bool = True
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  impl: str = 'auto'
+class Conv(_ConvBase):
+  """`flax.linen.Conv` (2-D, NHWC), computed as `impl` says."""
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', self.kernel_init,
-                        (*self.kernel_size, x.shape[-1], self.features),
-                        self.param_dtype)
-    dtype = self.dtype or x.dtype
-    y = jax.lax.conv_transpose(
-        x.astype(dtype), kernel.astype(dtype), tuple(self.strides),
-        self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,),
-                         self.param_dtype).astype(dtype)
-    return y
+    return self._apply(conv, x)
+
+
+class ConvTranspose(_ConvBase):
+  """`flax.linen.ConvTranspose` (2-D, NHWC), computed as `impl` says."""
+
+  @nn.compact
+  def __call__(self, x):
+    return self._apply(conv_transpose, x)

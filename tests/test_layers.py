@@ -1,0 +1,219 @@
+"""dcgan.layers: the 'matmul' path computes what the XLA convolution does."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcgan import layers
+from dcgan import models
+
+LAYERS = {'conv': layers.Conv, 'conv_transpose': layers.ConvTranspose}
+# (stride, kernel) -> (spatial size, padding) cases. Every pair runs SAME and
+# VALID; the sizes, 3*2^k and 2^k as in the project's networks, cover
+# 3, 4, 6, 8, 12, 16, 24, 32, 48, 64 with odd and even outputs.
+GRID = {
+    (1, 3): ((3, 'SAME'), (16, 'VALID')),
+    (1, 4): ((32, 'SAME'), (6, 'VALID')),
+    (1, 5): ((12, 'SAME'), (64, 'VALID')),
+    (2, 3): ((24, 'SAME'), (4, 'VALID')),
+    (2, 4): ((8, 'SAME'), (12, 'VALID')),
+    (2, 5): ((3, 'SAME'), (48, 'SAME'), (6, 'VALID')),
+}
+
+
+@pytest.fixture(autouse=True)
+def _full_precision_matmuls():
+  """Compares at full float32 precision.
+
+  Off CPU, XLA's default float32 dot/conv precision may use TF32 or bfloat16
+  passes, whose rounding would dwarf the 1e-5 tolerance.
+  """
+  with jax.default_matmul_precision('float32'):
+    yield
+
+
+def _grid():
+  """(layer, stride, kernel, size, padding) for both layers."""
+  return [(name, stride, kernel, size, padding)
+          for (stride, kernel), cases in GRID.items()
+          for size, padding in cases for name in LAYERS]
+
+
+def _max_rel_err(actual, expected):
+  actual = np.asarray(actual, np.float32)
+  expected = np.asarray(expected, np.float32)
+  assert actual.shape == expected.shape
+  scale = max(float(np.max(np.abs(expected))), 1e-30)
+  return float(np.max(np.abs(actual - expected))) / scale
+
+
+def _compare(name, stride, kernel, size, padding, *, batch=2, features=(3, 4),
+             dtype=None, tol=1e-5, shape=None):
+  """Asserts matmul == xla for y and the gradients w.r.t. x, kernel, bias."""
+  kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+  stride = stride if isinstance(stride, tuple) else (stride, stride)
+  height, width = shape or (size, size)
+  # numpy data: keeps jax.random's compilations out of this fast test.
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, height, width, features[0]), np.float32)
+  params = {'params': {
+      'kernel': rng.standard_normal((*kernel, *features), np.float32),
+      'bias': rng.standard_normal(features[1:], np.float32)}}
+  modules = [LAYERS[name](features[1], kernel, stride, padding, dtype=dtype,
+                          impl=impl) for impl in ('xla', 'matmul')]
+  y_shape = jax.eval_shape(modules[0].apply, params, x).shape
+  cotangent = rng.standard_normal(y_shape, np.float32)
+
+  @jax.jit
+  def outputs_and_grads(params, x, cotangent):
+    """Per impl: y and (d params, d x) of <y, cotangent>."""
+    results = []
+    for module in modules:
+      y, vjp = jax.vjp(module.apply, params, x)
+      results.append((y, vjp(cotangent.astype(y.dtype))))
+    return results
+
+  expected, actual = outputs_and_grads(params, x, cotangent)
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  paths = [jax.tree_util.keystr(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(expected)[0]]
+  for path, a, e in zip(paths, jax.tree.leaves(actual),
+                        jax.tree.leaves(expected)):
+    assert a.dtype == e.dtype, path
+    assert _max_rel_err(a, e) <= tol, (path, _max_rel_err(a, e))
+
+
+@pytest.mark.parametrize('name,stride,kernel,size,padding', _grid())
+def test_matmul_matches_xla(name, stride, kernel, size, padding):
+  """Outputs and gradients w.r.t. input, kernel and bias, under jit."""
+  _compare(name, stride, kernel, size, padding)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('padding', [((1, 2), (0, 3)), ((3, 0), (2, 1)), 1])
+def test_explicit_padding(name, padding):
+  _compare(name, 2, 5, 7, padding)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_rectangular_input_kernel_and_strides(name):
+  _compare(name, (2, 1), (5, 4), None, 'SAME', shape=(12, 9))
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('batch', [1, 3])
+def test_any_batch_size(name, batch):
+  _compare(name, 2, 5, 6, 'SAME', batch=batch, features=(16, 8))
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('kernel,size', [(5, 12), (4, 8)])
+def test_bfloat16_compute(name, kernel, size):
+  """bfloat16 compute (float32 params): equal up to bfloat16 rounding."""
+  _compare(name, 2, kernel, size, 'SAME', features=(32, 16),
+           dtype=jnp.bfloat16, tol=2e-2)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_second_order_gradients(name):
+  """Reverse over reverse (e.g. an R1 gradient penalty) matches too."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 6, 6, 3), np.float32)
+  params = {'params': {'kernel': rng.standard_normal((5, 5, 3, 4), np.float32),
+                       'bias': np.zeros(4, np.float32)}}
+
+  def penalty_grads(impl):
+    module = LAYERS[name](4, (5, 5), (2, 2), impl=impl)
+
+    def penalty(params, x):
+      grad_x = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(params, x))))
+      return jnp.sum(grad_x(x) ** 2)
+
+    return jax.jit(jax.grad(penalty, argnums=(0, 1)))(params, x)
+
+  for a, e in zip(jax.tree.leaves(penalty_grads('matmul')),
+                  jax.tree.leaves(penalty_grads('xla'))):
+    assert _max_rel_err(a, e) <= 1e-5
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_params_identical_between_impls(name):
+  x = jnp.ones((1, 6, 6, 3))
+  trees = [jax.jit(LAYERS[name](4, (5, 5), (2, 2), impl=impl).init)(
+      jax.random.key(0), x) for impl in ('xla', 'matmul', 'auto')]
+  for tree in trees[1:]:
+    assert jax.tree.structure(tree) == jax.tree.structure(trees[0])
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(trees[0])):
+      assert a.shape == b.shape and a.dtype == b.dtype
+      np.testing.assert_array_equal(a, b)
+  assert set(trees[0]['params']) == {'kernel', 'bias'}
+  assert trees[0]['params']['kernel'].shape == (5, 5, 3, 4)
+
+
+def test_models_match_between_impls():
+  """Generator and Discriminator share params and outputs across impls."""
+  rng = np.random.default_rng(0)
+  z = rng.standard_normal((2, 100), np.float32)
+  images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  for make, inputs in (
+      (lambda impl: models.Generator(32, base_features=8, conv_impl=impl), z),
+      (lambda impl: models.Discriminator(8, conv_impl=impl), images)):
+    shapes = [jax.eval_shape(make(impl).init, jax.random.key(0), inputs)
+              for impl in ('xla', 'matmul')]
+    assert shapes[0] == shapes[1]
+    variables = jax.tree.map(
+        lambda s: 0.05 * rng.standard_normal(s.shape, np.float32), shapes[0])
+    outs = [jax.jit(lambda v, x, impl=impl: make(impl).apply(
+        v, x, mutable=['batch_stats'])[0])(variables, inputs)
+            for impl in ('xla', 'matmul')]
+    assert _max_rel_err(outs[1], outs[0]) <= 1e-5
+
+
+def _conv_ops(fn, *args):
+  """Names of convolution ops in fn's jaxpr and in its lowered StableHLO."""
+  jaxpr = str(jax.make_jaxpr(fn)(*args))
+  hlo = jax.jit(fn).lower(*args).as_text()
+  return [op for op, text in (('conv_general_dilated', jaxpr),
+                              ('convolution', hlo)) if op in text]
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('impl', ['matmul', 'auto'])
+def test_matmul_path_has_no_convolution(name, impl):
+  if impl == 'auto' and jax.default_backend() != 'cpu':
+    pytest.skip('auto is the XLA convolution off CPU')
+  module = LAYERS[name](8, (5, 5), (2, 2), impl=impl)
+  x = jnp.ones((2, 6, 6, 4))
+  params = {'params': {'kernel': jnp.ones((5, 5, 4, 8)),
+                       'bias': jnp.ones((8,))}}
+  loss = lambda p, x: jnp.sum(module.apply(p, x) ** 2)
+  assert _conv_ops(module.apply, params, x) == []
+  assert _conv_ops(jax.grad(loss, argnums=(0, 1)), params, x) == []
+  # Sanity check of the check: the XLA path does show a convolution.
+  xla = module.clone(impl='xla')
+  assert _conv_ops(xla.apply, params, x)
+
+
+def test_auto_resolves_to_matmul_on_cpu():
+  expected = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+  assert layers.resolve_impl('auto') == expected
+  assert layers.resolve_impl('xla') == 'xla'
+  assert layers.resolve_impl('matmul') == 'matmul'
+  assert set(layers.IMPLS) == {'auto', 'xla', 'matmul'}
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_bad_impl_raises(name):
+  with pytest.raises(ValueError, match=r"'auto', 'xla', 'matmul'"):
+    layers.resolve_impl('cudnn')
+  with pytest.raises(ValueError, match='conv impl must be one of'):
+    LAYERS[name](4, (3, 3), impl='eigen').init(jax.random.key(0),
+                                               jnp.ones((1, 4, 4, 3)))
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_bad_padding_raises(name):
+  with pytest.raises(ValueError, match='padding'):
+    LAYERS[name](4, (3, 3), padding='CIRCULAR', impl='matmul').init(
+        jax.random.key(0), jnp.ones((1, 4, 4, 3)))

@@ -51,7 +51,6 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from flax import linen as nn
 

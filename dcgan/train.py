@@ -85,7 +85,7 @@ def make_updates(config, generator: models.Generator,
         'd_loss': loss, **terms,
         'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
         'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
-        'd_grad_norm': optax.global_norm(grads),
+        'd_grad_norm': optax.tree.norm(grads),
     }
     return state, metrics
 
@@ -105,7 +105,7 @@ def make_updates(config, generator: models.Generator,
         g_params=optax.apply_updates(state.g_params, updates),
         g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
         d_batch_stats=d_batch_stats)
-    return state, {'g_loss': loss, 'g_grad_norm': optax.global_norm(grads)}
+    return state, {'g_loss': loss, 'g_grad_norm': optax.tree.norm(grads)}
 
   return Updates(d_update, g_update)
 
@@ -314,7 +314,7 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
         writer.write_scalars(step, metrics)
         logging.info('step %d: %s', step, ', '.join(
             f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())))
-      if step % config.sample_every_steps == 0 or last:
+      if step % config.sample_every_steps == 0 or last or stop.requested:
         save_sample_grid(config, generator, state, latents, workdir, writer)
       if (step % config.checkpoint_every_steps == 0 or last or
           stop.requested):

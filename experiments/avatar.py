@@ -9,13 +9,13 @@ r"""Trains a DCGAN on avatar faces.
 Running the same command again resumes from the latest checkpoint.
 """
 
-import logging as py_logging
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from dcgan import train
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), 'configs', 'avatar.py'),
@@ -27,14 +27,9 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.use_python_logging()
-  py_logging.getLogger().setLevel(py_logging.INFO)
-  # Libraries that log through absl (orbax: every save and restore) at INFO
-  # would drown the training log.
-  py_logging.getLogger('absl').setLevel(py_logging.WARNING)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  cli.start(argv)
+  with cli.user_errors():
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,6 @@ r"""Writes generated avatars from a run's latest checkpoint.
 Writes `<out>/<i>.png` for each image and `<out>/grid.png`. Needs no dataset.
 """
 
-import logging as py_logging
 
 import jax
 import numpy as np
@@ -13,6 +12,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from dcgan import images, sampling
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir.',
                                required=True)
@@ -27,15 +27,10 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per G call.',
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.use_python_logging()
-  py_logging.getLogger().setLevel(py_logging.INFO)
-  # Libraries that log through absl (orbax: every save and restore) at INFO
-  # would drown the training log.
-  py_logging.getLogger('absl').setLevel(py_logging.WARNING)
-  generator, variables, config, step = sampling.load_generator(
-      _WORKDIR.value, _STEP.value)
+  cli.start(argv)
+  with cli.user_errors():
+    generator, variables, config, step = sampling.load_generator(
+        _WORKDIR.value, _STEP.value)
   latents = sampling.sample_latents(jax.random.key(_SEED.value), _NUM.value,
                                     config.latent_dim, config.latent_dist)
   generate = jax.jit(lambda z: generator.apply(variables, z, train=False))

@@ -132,6 +132,7 @@ def test_cli_rejects_bad_override_naming_the_key(tiny_config, tmp_path):
                  '--config.latent_dist=cauchy'])
   assert result.returncode != 0
   assert "config.latent_dist = 'cauchy' is invalid" in result.stderr
+  assert 'Traceback' not in result.stderr
   assert "('uniform', 'normal')" in result.stderr
 
 
@@ -139,6 +140,7 @@ def test_sample_cli_without_checkpoint_says_what_to_do(tmp_path):
   result = _run(['-m', 'experiments.sample', '--workdir', str(tmp_path)])
   assert result.returncode != 0
   assert 'config.json' in result.stderr and str(tmp_path) in result.stderr
+  assert 'Traceback' not in result.stderr
 
 
 def test_sigterm_stops_after_the_step_with_a_checkpoint(tiny_config,

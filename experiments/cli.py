@@ -1,0 +1,35 @@
+"""What the entry points share."""
+
+import contextlib
+import logging as py_logging
+import sys
+
+from absl import app, logging
+
+
+def start(argv) -> None:
+  """Refuses stray arguments and sets up logging: ours at INFO.
+
+  Libraries that log at INFO through absl (orbax: every save and restore) or
+  jax stay at WARNING, or they would drown the training log.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  py_logging.getLogger('absl').setLevel(py_logging.WARNING)
+  py_logging.getLogger('jax').setLevel(py_logging.WARNING)
+  logging.use_python_logging()
+  py_logging.getLogger().setLevel(py_logging.INFO)
+
+
+@contextlib.contextmanager
+def user_errors():
+  """Ends the program with the message alone for errors in what the user gave.
+
+  A bad config value or a missing file or folder is the user's to fix: a
+  traceback would only hide the one line that says what to do.
+  """
+  from dcgan import validation  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except (validation.ConfigError, FileNotFoundError) as error:
+    sys.exit(f'Error: {error}')

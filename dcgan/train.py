@@ -6,12 +6,10 @@ import json
 import logging
 import signal
 import threading
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P

@@ -2,7 +2,6 @@
 
 import io
 import logging
-import os
 import pathlib
 import subprocess
 import sys

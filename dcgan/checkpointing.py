@@ -59,8 +59,8 @@ def save(manager: ocp.CheckpointManager, state: state_lib.GANState,
 
 def restore(manager: ocp.CheckpointManager, abstract_state: state_lib.GANState,
             data_iterator=None, step: int | None = None
-            ) -> state_lib.GANState | None:
-  """Restores the state (and the iterator's position, in place).
+            ) -> tuple[state_lib.GANState, dict[str, Any]] | None:
+  """Restores the state and its config (and the iterator's position, in place).
 
   Args:
     manager: from `create_manager`.
@@ -70,31 +70,21 @@ def restore(manager: ocp.CheckpointManager, abstract_state: state_lib.GANState,
     step: the step to restore; the latest one if None.
 
   Returns:
-    The restored state, or None where there is no checkpoint.
+    (state, config dict saved with it), or None where there is no checkpoint.
   """
   step = manager.latest_step() if step is None else step
   if step is None:
     return None
   abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                 abstract_state)
-  items = {'state': ocp.args.StandardRestore(abstract_state)}
+  items = {'state': ocp.args.StandardRestore(abstract_state),
+           'config': ocp.args.JsonRestore()}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   logging.info('Restored checkpoint of step %d from %s', step,
                manager.directory)
-  return restored['state']
-
-
-def restore_config(manager: ocp.CheckpointManager,
-                   step: int | None = None) -> dict[str, Any] | None:
-  """The config saved with a checkpoint (the latest if `step` is None)."""
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    return None
-  restored = manager.restore(
-      step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  return restored['config']
+  return restored['state'], restored['config']
 
 
 def restore_generator_variables(directory: epath.PathLike, abstract_variables,

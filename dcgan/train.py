@@ -44,6 +44,13 @@ class Updates(NamedTuple):
   g_update: Callable
 
 
+def _apply_gradients(tx: optax.GradientTransformation, grads, params,
+                     opt_state):
+  """One optimizer step: (new params, new optimizer state)."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
 def make_updates(config, generator: models.Generator,
                  discriminator: models.Discriminator,
                  g_tx: optax.GradientTransformation,
@@ -73,12 +80,11 @@ def make_updates(config, generator: models.Generator,
 
     (loss, (d_batch_stats, terms, real_logits, fake_logits)), grads = (
         jax.value_and_grad(loss_fn, has_aux=True)(state.d_params))
-    updates, d_opt_state = d_tx.update(grads, state.d_opt_state,
-                                       state.d_params)
+    d_params, d_opt_state = _apply_gradients(d_tx, grads, state.d_params,
+                                             state.d_opt_state)
     state = state.replace(
-        d_params=optax.apply_updates(state.d_params, updates),
-        d_opt_state=d_opt_state, d_batch_stats=d_batch_stats,
-        g_batch_stats=g_batch_stats)
+        d_params=d_params, d_opt_state=d_opt_state,
+        d_batch_stats=d_batch_stats, g_batch_stats=g_batch_stats)
     metrics = {
         'd_loss': loss, **terms,
         'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
@@ -97,12 +103,11 @@ def make_updates(config, generator: models.Generator,
 
     (loss, (g_batch_stats, d_batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.g_params)
-    updates, g_opt_state = g_tx.update(grads, state.g_opt_state,
-                                       state.g_params)
+    g_params, g_opt_state = _apply_gradients(g_tx, grads, state.g_params,
+                                             state.g_opt_state)
     state = state.replace(
-        g_params=optax.apply_updates(state.g_params, updates),
-        g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
-        d_batch_stats=d_batch_stats)
+        g_params=g_params, g_opt_state=g_opt_state,
+        g_batch_stats=g_batch_stats, d_batch_stats=d_batch_stats)
     return state, {'g_loss': loss, 'g_grad_norm': optax.tree.norm(grads)}
 
   return Updates(d_update, g_update)
@@ -230,7 +235,7 @@ def _check_resumed_config(saved: dict[str, Any] | None,
                     key, current_flat[key], saved_flat[key])
 
 
-def save_sample_grid(config, generator, state, latents, workdir: epath.Path,
+def save_sample_grid(generator, state, latents, workdir: epath.Path,
                      writer=None) -> epath.Path:
   """Writes `<workdir>/samples/step_<N>.png` from the fixed latents."""
   step = int(jax.device_get(state.step))
@@ -280,14 +285,15 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
                                          keep=config.keep_checkpoints)
   restored = checkpointing.restore(manager, state, data_iterator)
   if restored is not None:
-    _check_resumed_config(checkpointing.restore_config(manager), config_dict)
-    state = restored
+    state, saved_config = restored
+    _check_resumed_config(saved_config, config_dict)
   start_step = int(jax.device_get(state.step))
   logging.info('Training from step %d to %d in %s', start_step,
                config.num_train_steps, workdir)
 
   train_step = jit_train_step(
       make_train_step(config, generator, discriminator, g_tx, d_tx))
+  # A copy: the step donates the state, so its rng buffer is reused.
   train_rng = jax.device_put(
       jax.random.wrap_key_data(jnp.array(state.rng, copy=True)), replicated)
   latents = jax.device_put(sampling.fixed_latents(config), replicated)
@@ -298,7 +304,7 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
   step = start_step
   with _StopOnSignal() as stop, contextlib.closing(writer):
     if start_step == 0:
-      save_sample_grid(config, generator, state, latents, workdir, writer)
+      save_sample_grid(generator, state, latents, workdir, writer)
     while step < config.num_train_steps:
       batch = next(data_iterator)
       batch = {'image': jax.device_put(batch['image'], data_sharding)}
@@ -313,7 +319,7 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
         logging.info('step %d: %s', step, ', '.join(
             f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())))
       if step % config.sample_every_steps == 0 or last or stop.requested:
-        save_sample_grid(config, generator, state, latents, workdir, writer)
+        save_sample_grid(generator, state, latents, workdir, writer)
       if (step % config.checkpoint_every_steps == 0 or last or
           stop.requested):
         checkpointing.save(manager, state, config_dict, data_iterator)

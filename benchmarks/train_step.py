@@ -23,6 +23,7 @@ import time
 import jax
 from absl import app, flags
 
+import flops
 from dcgan import models, train
 from dcgan import state as state_lib
 from experiments.configs import avatar
@@ -34,31 +35,6 @@ _CONV_IMPL = flags.DEFINE_multi_string('conv_impl', ['auto'],
 _DTYPE = flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Steps per timed run.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per setting.')
-
-
-def forward_flops(config) -> tuple[float, float]:
-  """FLOPs of one G and one D forward pass on a batch (2 x multiply-adds)."""
-  b, s, k = config.batch_size, config.image_size, config.model.kernel_size
-  gf, df = config.model.g_base_features, config.model.d_base_features
-  s16 = s // 16
-  g = 2 * b * config.latent_dim * s16 * s16 * 8 * gf
-  widths = [8 * gf, 4 * gf, 2 * gf, gf, 3]
-  for i in range(4):  # a transposed conv: every input pixel meets the kernel
-    h_in = s16 * 2**i
-    g += 2 * b * h_in * h_in * k * k * widths[i] * widths[i + 1]
-  d = 0
-  widths = [3, df, 2 * df, 4 * df, 8 * df]
-  for i in range(4):  # a strided conv: every output pixel meets the kernel
-    h_out = s // 2**(i + 1)
-    d += 2 * b * h_out * h_out * k * k * widths[i] * widths[i + 1]
-  d += 2 * b * s16 * s16 * 8 * df
-  return g, d
-
-
-def iteration_flops(config) -> float:
-  g, d = forward_flops(config)
-  n = config.g_steps_per_d_step
-  return (1 + 3 * n) * g + (6 + 3 * n) * d
 
 
 def measure(config) -> dict[str, float]:
@@ -89,7 +65,7 @@ def measure(config) -> dict[str, float]:
     rates.append(_STEPS.value * config.batch_size /
                  (time.perf_counter() - start))
   images_per_second = statistics.median(rates)
-  gflops = iteration_flops(config) / 1e9
+  gflops = flops.iteration_flops(config) / 1e9
   return {
       'img/s': images_per_second,
       'min img/s': min(rates),

@@ -1,0 +1,35 @@
+"""FLOPs of the DCGAN's layers, shared by the benchmarks.
+
+Counting rule: 2 x multiply-adds of the conv and dense layers. A forward pass
+counts 1x, a backward pass 2x (input and weight gradients).
+"""
+
+
+def forward_flops(config) -> tuple[float, float]:
+  """FLOPs of one G and one D forward pass on a batch (2 x multiply-adds)."""
+  b, s, k = config.batch_size, config.image_size, config.model.kernel_size
+  gf, df = config.model.g_base_features, config.model.d_base_features
+  s16 = s // 16
+  g = 2 * b * config.latent_dim * s16 * s16 * 8 * gf
+  widths = [8 * gf, 4 * gf, 2 * gf, gf, 3]
+  for i in range(4):  # a transposed conv: every input pixel meets the kernel
+    h_in = s16 * 2**i
+    g += 2 * b * h_in * h_in * k * k * widths[i] * widths[i + 1]
+  d = 0
+  widths = [3, df, 2 * df, 4 * df, 8 * df]
+  for i in range(4):  # a strided conv: every output pixel meets the kernel
+    h_out = s // 2**(i + 1)
+    d += 2 * b * h_out * h_out * k * k * widths[i] * widths[i + 1]
+  d += 2 * b * s16 * s16 * 8 * df
+  return g, d
+
+
+def iteration_flops(config) -> float:
+  """FLOPs of one training step: 1 D update, then g_steps_per_d_step G updates.
+
+  G fwd + D fwd/bwd on a real and a fake batch, then per G update G fwd/bwd
+  and D fwd/bwd: (1 + 3 * g_steps) G + (6 + 3 * g_steps) D forward passes.
+  """
+  g, d = forward_flops(config)
+  n = config.g_steps_per_d_step
+  return (1 + 3 * n) * g + (6 + 3 * n) * d

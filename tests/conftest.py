@@ -34,3 +34,18 @@ def compilation_cache(tmp_path_factory):
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
   yield cache_dir
+
+
+@pytest.fixture(scope='session')
+def tiny_workdir(tmp_path_factory):
+  """A run of the tiny config shared by the tests that only read one.
+
+  6 steps: grids at steps 0, 3 and 6, checkpoints at 3 and 6, metrics at 2, 4
+  and 6. Tests must not write into it.
+  """
+  from dcgan import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny_run')
+  config = tiny.get_config()
+  config.data.cache_dir = str(root / 'data_cache')
+  train.train_and_evaluate(config, root / 'run')
+  return root / 'run'

@@ -6,14 +6,17 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from dcgan import sampling, train, validation
+from dcgan import checkpointing, models, sampling, train, validation
+from dcgan import state as state_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,6 +79,28 @@ def test_resume_is_bitwise_equal_to_a_straight_run(tiny_config, tmp_path):
   tiny_config.seed = 1
   other = train.train_and_evaluate(tiny_config, tmp_path / 'other')
   assert not _leaves_equal(straight.g_params, other.g_params)
+
+
+def test_learning_rate_scale_of_one_changes_no_bit(tiny_config):
+  # The loop always passes a scale (the 'lower_learning_rate' remedy): at 1 it
+  # must train exactly as the plain step.
+  generator, discriminator = models.create_models(tiny_config.model,
+                                                  tiny_config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(tiny_config)
+  step = train.make_train_step(tiny_config, generator, discriminator, g_tx,
+                               d_tx)
+  state = state_lib.create_state(tiny_config, generator, discriminator, g_tx,
+                                 d_tx)
+  rng = jax.random.wrap_key_data(state.rng)
+  batch = {'image': jax.random.uniform(
+      jax.random.key(1), (8, 32, 32, 3), minval=-1.0, maxval=1.0)}
+  plain, _ = jax.jit(step)(state, batch, rng)
+  scaled = jax.jit(step)
+  same, _ = scaled(state, batch, rng, jnp.float32(1.0))
+  half, _ = scaled(state, batch, rng, jnp.float32(0.5))
+  assert _leaves_equal(plain, same)
+  assert not _leaves_equal(plain.g_params, half.g_params)
+  assert not _leaves_equal(plain.d_params, half.d_params)
 
 
 def test_invalid_config_is_refused_before_anything_is_written(tiny_config,
@@ -173,3 +198,81 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(tiny_config,
            if p.name.isdigit()]
   assert len(saved) == 1 and saved[0] >= 1
   assert f'Stopped by SIGTERM at step {saved[0]}' in stderr
+  events = [json.loads(line) for line in
+            (workdir / 'metrics.jsonl').read_text().splitlines()
+            if '"event"' in line]
+  assert [(e['event'], e['step'], e['signal']) for e in events] == [
+      ('stopped', saved[0], 'SIGTERM')]
+
+
+def _start_cli(workdir, tiny_config, *overrides):
+  args = ['-m', 'experiments.avatar', '--workdir', str(workdir),
+          *_tiny_flags(tiny_config), '--config.num_train_steps=100000',
+          '--config.sample_every_steps=100000', *overrides]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def test_second_signal_stops_at_once_and_spares_the_checkpoints(tiny_config,
+                                                                tmp_path):
+  # A checkpoint every step, so that the second signal lands while the first
+  # one's step is finishing: in its sample grid or its checkpoint.
+  workdir = tmp_path / 'run'
+  process = _start_cli(workdir, tiny_config,
+                       '--config.checkpoint_every_steps=1',
+                       '--config.keep_checkpoints=3')
+  lines = []
+  reader = threading.Thread(
+      target=lambda: lines.extend(iter(process.stderr.readline, '')),
+      daemon=True)
+  reader.start()
+  try:
+    deadline = time.time() + 240
+    while not (workdir / 'checkpoints' / '3').exists():
+      assert process.poll() is None, ''.join(lines)[-3000:]
+      assert time.time() < deadline, 'training did not start'
+      time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    while not any('SIGINT received' in line for line in lines):
+      assert process.poll() is None, ''.join(lines)[-3000:]
+      time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    start = time.time()
+    process.wait(timeout=60)
+    assert time.time() - start < 10
+  finally:
+    if process.poll() is None:
+      process.kill()
+  reader.join(timeout=10)
+  stderr = ''.join(lines)
+  assert process.returncode != 0, stderr[-3000:]
+  assert 'Stopped by SIGINT' not in stderr  # it did not finish the step
+  # Every checkpoint left is whole: its manifest verifies and it restores.
+  directory = workdir / 'checkpoints'
+  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+  assert steps and not (directory / 'damaged').exists()
+  for step in steps:
+    assert checkpointing.verify_manifest(directory / str(step))[0] is not False
+  tiny_config.num_train_steps = steps[-1] + 1
+  state = train.train_and_evaluate(tiny_config, workdir)
+  assert int(state.step) == steps[-1] + 1
+  events = [json.loads(line) for line in
+            (workdir / 'metrics.jsonl').read_text().splitlines()
+            if '"event"' in line]
+  assert [e['event'] for e in events] == ['resumed']
+  assert events[0]['step'] == steps[-1]
+
+
+def test_killed_anywhere_resumes_to_the_same_bits(tiny_config, tmp_path):
+  """A short run of benchmarks/kill_anywhere.py: one kill of each kind."""
+  result = _run(['benchmarks/kill_anywhere.py', '--steps', '30', '--trials',
+                 '3', '--checkpoint_every', '5', '--seed', '1', '--workdir',
+                 str(tmp_path / 'runs'),
+                 '--cache_dir', tiny_config.data.cache_dir, '--timeout', '240'])
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  out = result.stdout
+  assert 'ok   3/3 launches killed' in out
+  assert 'kills during a checkpoint write: 1' in out
+  assert 'bitwise equal' in out and out.rstrip().endswith('PASS')

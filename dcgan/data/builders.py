@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from dcgan import errors
 from dcgan.data import avatars
 
 DEFAULT_CACHE_DIR = '~/.cache/dcgan/datasets'
@@ -44,12 +46,20 @@ FILE_FORMAT = 'array_record'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',
                     '.tiff')
 # Bump when the folder preprocessing changes, so that caches are rebuilt.
-FOLDER_PREPROCESSING_VERSION = 1
+FOLDER_PREPROCESSING_VERSION = 2
+# Images outside these bounds are skipped: a few pixels hold no face, and
+# decoding a gigapixel file (or a decompression bomb) would exhaust memory.
+MIN_IMAGE_SIDE = 8
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's bomb threshold, ~89 Mpx
 _PNG_LEVEL = 1  # fast; level 6 saves only ~5% on these images
 _MIN_PER_WORKER = 1000  # avatars per drawing process
 _WARN_NAMES = 5  # how many skipped file names the summary warning lists
 
 logger = logging.getLogger(__name__)
+
+
+class SourceError(errors.RunError, ValueError):
+  """`config.data.path` is not a folder or .zip holding a usable image."""
 
 
 def resolve_cache_dir(cache_dir: str = '') -> str:
@@ -250,7 +260,7 @@ def check_source_path(path: str) -> str:
         f'config.data.path {path!r} does not exist (resolved to {full!r}); '
         'set it to a folder or a .zip of images.')
   if not os.path.isdir(full) and not zipfile.is_zipfile(full):
-    raise ValueError(
+    raise SourceError(
         f'config.data.path {path!r} is neither a folder nor a .zip file.')
   return full
 
@@ -267,23 +277,45 @@ def source_fingerprint(path: str) -> str:
       while chunk := f.read(1 << 22):
         digest.update(chunk)
     return digest.hexdigest()
-  for entry in _list_entries(path):
-    with open(entry.path, 'rb') as f:
-      data = f.read()
+  for entry, (data, error) in zip(*_read_all(path)):
+    if data is None:  # its name and the error still key the build
+      digest.update(f'{entry.name}\0unreadable {error}\0'.encode())
+      continue
     digest.update(f'{entry.name}\0{len(data)}\0'.encode())
     digest.update(data)
   return digest.hexdigest()
 
 
-def _iter_bytes(path: str, entries: list[_Entry]) -> Iterator[bytes]:
+def _read_all(path: str) -> tuple[list[_Entry],
+                                  Iterator[tuple[bytes | None, str]]]:
+  """(entries, iterator of (bytes, '') or (None, why unreadable) per entry)."""
+  entries = _list_entries(path)
+  return entries, _iter_bytes(path, entries)
+
+
+def _iter_bytes(path: str, entries: list[_Entry]
+                ) -> Iterator[tuple[bytes | None, str]]:
+  """Each entry's bytes, or None and the reason it cannot be read.
+
+  A file without read permission, a broken link, a zip member with a bad CRC:
+  such a file is skipped like an undecodable one rather than ending the build.
+  """
   if os.path.isdir(path):
     for entry in entries:
-      with open(entry.path, 'rb') as f:
-        yield f.read()
+      try:
+        with open(entry.path, 'rb') as f:
+          yield f.read(), ''
+      except OSError as e:
+        yield None, f'unreadable: {e.strerror or e}'
     return
   with zipfile.ZipFile(path) as archive:
     for entry in entries:
-      yield archive.read(entry.name)
+      try:
+        yield archive.read(entry.name), ''
+      # RuntimeError: encrypted; NotImplementedError: unknown compression.
+      except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+              NotImplementedError) as e:
+        yield None, f'unreadable: {e}'
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
@@ -298,7 +330,9 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
     return image, None
   if mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
     array = np.asarray(image, dtype=np.float64)
-    if array.max() > 255:  # 16-bit data
+    # 16-bit modes always span 0-65535; 32-bit ones say nothing of their
+    # range, so values above 255 are taken for 16-bit data.
+    if mode.startswith('I;16') or array.max() > 255:
       array = array / 257.0
     gray = Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
     return gray.convert('RGB'), f'{mode} grayscale'
@@ -336,6 +370,11 @@ def load_image(data: bytes, size: int) -> tuple[bytes | None, str]:
   """
   try:
     with Image.open(io.BytesIO(data)) as image:
+      w, h = image.size  # from the header: nothing decoded yet
+      if w * h > MAX_IMAGE_PIXELS:
+        return None, f'too large: {w}x{h} pixels'
+      if min(w, h) < MIN_IMAGE_SIDE:
+        return None, f'too small: {w}x{h} pixels'
       image.load()  # decodes it all: a truncated file fails here
       if (image.format == 'JPEG' and image.mode == 'RGB' and
           image.size == (size, size)):
@@ -349,8 +388,14 @@ def load_image(data: bytes, size: int) -> tuple[bytes | None, str]:
       return _encode_png(center_crop_resize(rgb, size)), ', '.join(notes)
   except Image.UnidentifiedImageError:
     return None, 'not an image'
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+  except Image.DecompressionBombError as e:
+    return None, f'too large: {e}'
+  except (OSError, SyntaxError, ValueError) as e:
     return None, f'truncated or corrupt: {e}'
+  except Exception as e:  # pylint: disable=broad-except
+    # PIL's decoders raise other errors on malformed files too; one bad file
+    # must not end a build of thousands.
+    return None, f'corrupt: {type(e).__name__}: {e}'
 
 
 @dataclasses.dataclass
@@ -369,11 +414,15 @@ class _FolderScan:
 
 def _scan_folder(path: str, size: int, num_threads: int) -> _FolderScan:
   """Decodes every candidate file (in threads: PIL releases the GIL)."""
-  entries = _list_entries(path)
+  entries, contents = _read_all(path)
   scan = _FolderScan([], [], [], 0)
+
+  def load(content: tuple[bytes | None, str]) -> tuple[bytes | None, str]:
+    data, error = content
+    return (None, error) if data is None else load_image(data, size)
+
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-    results = pool.map(lambda b: load_image(b, size),
-                       _iter_bytes(path, entries))
+    results = pool.map(load, contents)
     for entry, (encoded, note) in zip(entries, results):
       if encoded is None:
         scan.skipped.append((entry.name, note))
@@ -388,7 +437,7 @@ def _scan_folder(path: str, size: int, num_threads: int) -> _FolderScan:
 def _report(path: str, num_candidates: int, scan: _FolderScan) -> None:
   """One summary warning for skipped and converted files; or the error."""
   if not scan.images:
-    raise ValueError(
+    raise SourceError(
         f'No usable image in {path!r}: {num_candidates} files with an image '
         f'extension {IMAGE_EXTENSIONS}, none readable. Point config.data.path '
         'at a folder or a .zip of JPEG/PNG images (e.g. faces/<n>.jpg), or use '

@@ -5,7 +5,9 @@ Every value is the tutorial's unless its comment says otherwise.
 
 import ml_collections
 
+from dcgan import health
 from dcgan.data import pipeline
+from dcgan.eval import evaluate
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -26,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.d_base_features = 64
   config.model.kernel_size = 5
   config.model.g_last_hidden_bn = False  # the tutorial's last hidden G layer has no BN
-  config.model.conv_impl = 'auto'  # 'matmul' on CPU, 'xla' on GPU/TPU
+  config.model.conv_impl = 'auto'  # 'matmul' on CPU and GPU, 'xla' on TPU
   config.model.dtype = 'float32'
 
   config.g_loss = 'non_saturating'
@@ -46,4 +48,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
   config.num_sample_images = 64  # an 8x8 grid from fixed latents
+
+  # Not in the tutorial: what happens when training produces NaN/inf or D
+  # collapses (roll back, remedy, stop); see dcgan/health.py. Without such
+  # trouble it changes nothing.
+  config.health = health.get_default_health_config()
+  # Not in the tutorial: FID/KID of config.eval.loop_num_samples samples every
+  # this many steps (0: never; needs the eval extra), logged to metrics.jsonl,
+  # and the best checkpoint by FID kept in <workdir>/best/. The settings of
+  # `python -m experiments.evaluate` are there too.
+  config.eval_every_steps = 0
+  config.eval = evaluate.get_default_eval_config()
+  # Fault injection for tests; off.
+  config.debug = health.get_default_debug_config()
   return config

@@ -1,0 +1,392 @@
+r"""The reference DCGAN in PyTorch, timed in turn with ours on the same machine.
+
+  pip install -e '.[bench]'            # torch==2.13.0, the CPU build
+  python benchmarks/torch_reference.py                     # training, 5 rounds
+  python benchmarks/torch_reference.py --bench=generate    # samples, batch 500
+  python benchmarks/torch_reference.py --variant=jax-float32 --variant=torch-float32-nchw
+
+The PyTorch model is the same network as dcgan.models (the tutorial's: G
+projects z to 3x3x512 and four 5x5 stride-2 transposed convolutions double it
+to 48x48; D is four 5x5 stride-2 convolutions and a dense logit; BatchNorm
+momentum 0.1 in PyTorch's convention = 0.9 in Flax's, eps 1e-5) and the same
+iteration: one D update on a real and a generated batch, then two G updates
+reusing the D update's latents, Adam 2e-4 / 0.5. PyTorch runs eager, with D's
+parameters frozen during the G updates so that no unused D gradients are
+computed, in both memory layouts (NCHW and channels_last); bf16 variants run
+the forward passes under `torch.autocast('cpu', torch.bfloat16)` with fp32
+parameters, as ours does with `config.model.dtype='bfloat16'`.
+
+Each variant runs in its own process, built and warmed up once. The parent then
+asks them in turn, round after round, for a timed block of --steps steps, so
+a noisy phase of a shared machine hits every variant alike; ratios are taken
+within each round and their median printed. The GEMM rate (a 2048^3 matrix
+product, fp32 and bf16, through jnp.dot and torch.mm) is measured the same way.
+
+FLOP counting rule (benchmarks/flops.py): 2 x multiply-adds of conv and dense
+layers; a forward pass counts 1x, a backward pass 2x.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+import flops
+from experiments.configs import avatar
+
+VARIANTS = ('jax-float32', 'jax-bfloat16', 'torch-float32-nchw',
+            'torch-float32-nhwc', 'torch-bfloat16-nchw', 'torch-bfloat16-nhwc')
+
+_BENCH = flags.DEFINE_enum('bench', 'train', ['train', 'generate'],
+                           'What to time: training steps or generation.')
+_VARIANT = flags.DEFINE_multi_enum('variant', list(VARIANTS), VARIANTS,
+                                   'Variants to run.')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', None, 'Batch size (default: 64 to train, 500 to generate).')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Steps (or batches) per block.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Rounds.')
+_WORKER = flags.DEFINE_string('worker', None, 'Internal: run one variant.')
+
+
+# --------------------------------------------------------------- workers --
+
+
+def _config(bench: str, batch_size: int, dtype: str):
+  config = avatar.get_config()
+  config.batch_size = batch_size
+  config.model.dtype = dtype
+  return config
+
+
+def _jax_worker(config, bench: str):
+  """Returns (run(n) -> seconds, gemm(dtype) -> FLOP/s)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dcgan import models, sampling, train  # pylint: disable=g-import-not-at-top
+  from dcgan import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(config)
+  holder = {'state': jax.jit(lambda: state_lib.create_state(
+      config, generator, discriminator, g_tx, d_tx))()}
+  rng = jax.random.key(2)
+  if bench == 'train':
+    shape = (config.batch_size, config.image_size, config.image_size, 3)
+    batch = {'image': jax.random.uniform(jax.random.key(1), shape,
+                                         minval=-1, maxval=1)}
+    step = train.jit_train_step(train.make_train_step(
+        config, generator, discriminator, g_tx, d_tx))
+
+    def run(n):
+      start = time.perf_counter()
+      state = holder['state']
+      for _ in range(n):
+        state, metrics = step(state, batch, rng)
+      jax.block_until_ready((state, metrics))
+      holder['state'] = state
+      return time.perf_counter() - start
+  else:
+    @jax.jit
+    def generate_uint8(g_params, g_batch_stats, key):
+      latents = sampling.sample_latents(key, config.batch_size,
+                                        config.latent_dim, config.latent_dist)
+      images = sampling.generate(generator, g_params, g_batch_stats, latents)
+      return jnp.clip(jnp.round((images + 1) * 127.5), 0, 255).astype(
+          jnp.uint8)
+
+    def run(n):
+      state = holder['state']
+      start = time.perf_counter()
+      for i in range(n):
+        np.asarray(generate_uint8(state.g_params, state.g_batch_stats,
+                                  jax.random.fold_in(rng, i)))
+      return time.perf_counter() - start
+
+  def gemm(dtype):
+    a = jnp.ones((2048, 2048), dtype)
+    matmul = jax.jit(jnp.dot)
+    matmul(a, a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(10):
+      out = matmul(a, a)
+    out.block_until_ready()
+    return 10 * 2 * 2048**3 / (time.perf_counter() - start)
+
+  return run, gemm
+
+
+def _torch_models(config, channels_last: bool):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+
+  s16 = config.image_size // 16
+  gf, df, k = (config.model.g_base_features, config.model.d_base_features,
+               config.model.kernel_size)
+
+  def init(module):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+      nn.init.normal_(module.weight, 0.0, 0.02)
+      nn.init.zeros_(module.bias)
+
+  class Generator(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.project = nn.Linear(config.latent_dim, s16 * s16 * 8 * gf)
+      self.bn0 = nn.BatchNorm2d(8 * gf, momentum=0.1, eps=1e-5)
+      widths = [8 * gf, 4 * gf, 2 * gf, gf, 3]
+      self.deconvs = nn.ModuleList(
+          nn.ConvTranspose2d(widths[i], widths[i + 1], k, stride=2,
+                             padding=k // 2, output_padding=1)
+          for i in range(4))
+      self.bns = nn.ModuleList(
+          nn.BatchNorm2d(widths[i + 1], momentum=0.1, eps=1e-5)
+          for i in range(2))  # the last hidden layer has no BN (tutorial)
+
+    def forward(self, latents):
+      x = self.project(latents).view(-1, 8 * gf, s16, s16)
+      if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+      x = torch.relu(self.bn0(x))
+      for i, deconv in enumerate(self.deconvs):
+        x = deconv(x)
+        if i < 2:
+          x = self.bns[i](x)
+        if i < 3:
+          x = torch.relu(x)
+      return torch.tanh(x.float())
+
+  class Discriminator(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      widths = [3, df, 2 * df, 4 * df, 8 * df]
+      self.convs = nn.ModuleList(
+          nn.Conv2d(widths[i], widths[i + 1], k, stride=2, padding=k // 2)
+          for i in range(4))
+      self.bns = nn.ModuleList(
+          nn.BatchNorm2d(widths[i + 1], momentum=0.1, eps=1e-5)
+          for i in range(1, 4))
+      self.logit = nn.Linear(s16 * s16 * 8 * df, 1)
+
+    def forward(self, images):
+      x = images
+      for i, conv in enumerate(self.convs):
+        x = conv(x)
+        if i > 0:
+          x = self.bns[i - 1](x)
+        x = nn.functional.leaky_relu(x, 0.2)
+      return self.logit(x.flatten(1))[:, 0].float()
+
+  torch.manual_seed(0)
+  g, d = Generator(), Discriminator()
+  g.apply(init)
+  d.apply(init)
+  if channels_last:
+    g, d = g.to(memory_format=torch.channels_last), d.to(
+        memory_format=torch.channels_last)
+  return g, d
+
+
+def _torch_worker(config, bench: str, channels_last: bool):
+  """Returns (run(n) -> seconds, gemm(dtype) -> FLOP/s)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.set_num_threads(os.cpu_count())
+  g, d = _torch_models(config, channels_last)
+  bf16 = config.model.dtype == 'bfloat16'
+
+  def autocast():
+    if bf16:
+      return torch.autocast('cpu', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+  b, s = config.batch_size, config.image_size
+  real = torch.rand(b, 3, s, s) * 2 - 1
+  if channels_last:
+    real = real.contiguous(memory_format=torch.channels_last)
+
+  if bench == 'train':
+    adam = dict(lr=config.g_learning_rate,
+                betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+    g_opt = torch.optim.Adam(g.parameters(), **adam)
+    d_opt = torch.optim.Adam(d.parameters(), **adam)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    ones, zeros = torch.ones(b), torch.zeros(b)
+
+    def step():
+      latents = torch.rand(b, config.latent_dim) * 2 - 1
+      d.requires_grad_(True)
+      d_opt.zero_grad(set_to_none=True)
+      with autocast():
+        with torch.no_grad():
+          fake = g(latents)
+        loss = bce(d(real), ones) + bce(d(fake), zeros)
+      loss.backward()
+      d_opt.step()
+      d.requires_grad_(False)
+      for _ in range(config.g_steps_per_d_step):
+        g_opt.zero_grad(set_to_none=True)
+        with autocast():
+          loss = bce(d(g(latents)), ones)
+        loss.backward()
+        g_opt.step()
+      return loss
+
+    def run(n):
+      start = time.perf_counter()
+      for _ in range(n):
+        step()
+      return time.perf_counter() - start
+  else:
+    g.eval()
+
+    def run(n):
+      start = time.perf_counter()
+      with torch.inference_mode(), autocast():
+        for _ in range(n):
+          images = g(torch.rand(b, config.latent_dim) * 2 - 1)
+          ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(
+              0, 2, 3, 1).numpy()
+      return time.perf_counter() - start
+
+  def gemm(dtype):
+    a = torch.ones(2048, 2048, dtype=getattr(torch, dtype))
+    torch.mm(a, a)
+    start = time.perf_counter()
+    for _ in range(10):
+      torch.mm(a, a)
+    return 10 * 2 * 2048**3 / (time.perf_counter() - start)
+
+  return run, gemm
+
+
+def worker_main(variant: str, bench: str, batch_size: int) -> None:
+  """Serves 'run N', 'gemm DTYPE' and 'rss' requests on stdin, one a line."""
+  framework, dtype = variant.split('-')[:2]
+  config = _config(bench, batch_size, dtype)
+  start = time.perf_counter()
+  if framework == 'jax':
+    run, gemm = _jax_worker(config, bench)
+  else:
+    run, gemm = _torch_worker(config, bench, variant.endswith('nhwc'))
+  run(2)  # compiles (jax) and warms up
+  reply = {'warmup_s': time.perf_counter() - start}
+  print(json.dumps(reply), flush=True)
+  for line in sys.stdin:
+    verb, arg = line.split()
+    if verb == 'run':
+      reply = {'seconds': run(int(arg))}
+    elif verb == 'gemm':
+      reply = {'flops': gemm(arg)}
+    else:
+      reply = {'peak_rss_mib': resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(reply), flush=True)
+
+
+# ---------------------------------------------------------------- parent --
+
+
+class Worker:
+  """One variant in a child process."""
+
+  def __init__(self, variant: str, bench: str, batch_size: int):
+    self.variant = variant
+    self.proc = subprocess.Popen(
+        [sys.executable, __file__, f'--worker={variant}', f'--bench={bench}',
+         f'--batch_size={batch_size}'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.ready = self._read()
+
+  def _read(self) -> dict:
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f'{self.variant} worker died; see its stderr above')
+    return json.loads(line)
+
+  def ask(self, request: str) -> dict:
+    self.proc.stdin.write(request + '\n')
+    self.proc.stdin.flush()
+    return self._read()
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+def main(argv):
+  del argv
+  bench = _BENCH.value
+  batch_size = _BATCH_SIZE.value or (64 if bench == 'train' else 500)
+  if _WORKER.value:
+    worker_main(_WORKER.value, bench, batch_size)
+    return
+
+  import torch  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _config(bench, batch_size, 'float32')
+  g_flops, _ = flops.forward_flops(config)
+  step_flops = (flops.iteration_flops(config) if bench == 'train'
+                else g_flops)
+  unit = 'img/s' if bench == 'train' else 'samples/s'
+  print(f'# {platform.node()} {platform.machine()}, {os.cpu_count()} cores, '
+        f'load {os.getloadavg()[0]:.2f}; jax {jax.__version__}, '
+        f'torch {torch.__version__}')
+  print(f'# {bench}: batch {batch_size}, 48x48, {step_flops / 1e9:.1f} GFLOP '
+        f'per step; {_REPEATS.value} rounds of {_STEPS.value} steps, '
+        'variants in turn within each round')
+
+  variants = list(dict.fromkeys(_VARIANT.value))
+  workers = [Worker(v, bench, batch_size) for v in variants]
+  rates = {v: [] for v in variants}
+  gemm = {}
+  try:
+    for w in workers:  # both frameworks' GEMM rates, same process as the model
+      for dtype in ('float32', 'bfloat16'):
+        gemm.setdefault((w.variant.split('-')[0], dtype), []).append(
+            w.ask(f'gemm {dtype}')['flops'])
+    for _ in range(_REPEATS.value):
+      for w in workers:
+        seconds = w.ask(f'run {_STEPS.value}')['seconds']
+        rates[w.variant].append(_STEPS.value * batch_size / seconds)
+    peak = {w.variant: w.ask('rss -')['peak_rss_mib'] for w in workers}
+  finally:
+    for w in workers:
+      w.close()
+
+  gemm32 = max(max(v) for (fw, dt), v in gemm.items() if dt == 'float32')
+  for (fw, dt), v in sorted(gemm.items()):
+    print(f'# GEMM 2048^3 {fw} {dt}: {max(v) / 1e9:.0f} GFLOP/s')
+  def ratio(v, dtype):
+    """Median over rounds of v's rate / the best torch variant of dtype's."""
+    others = [t for t in variants if t.startswith(f'torch-{dtype}')]
+    if not others:
+      return '-'
+    per_round = [rates[v][i] / max(rates[t][i] for t in others)
+                 for i in range(_REPEATS.value)]
+    return f'{statistics.median(per_round):.2f}x'
+
+  print(f'variant | {unit} (median) | min | max | GFLOP/s | % fp32 GEMM | '
+        'warm-up s | peak RSS MiB | vs torch fp32 | vs torch bf16')
+  for w in workers:
+    v = w.variant
+    median = statistics.median(rates[v])
+    gflops = step_flops / 1e9 * median / batch_size
+    print(f'{v} | {median:.1f} | {min(rates[v]):.1f} | {max(rates[v]):.1f} | '
+          f'{gflops:.0f} | {100 * gflops * 1e9 / gemm32:.0f}% | '
+          f'{w.ready["warmup_s"]:.1f} | {peak[v]:.0f} | '
+          f'{ratio(v, "float32")} | {ratio(v, "bfloat16")}')
+
+
+if __name__ == '__main__':
+  app.run(main)

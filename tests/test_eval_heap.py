@@ -44,6 +44,7 @@ def test_user_malloc_settings_are_left_alone(monkeypatch):
     pass
 
 
-@pytest.mark.skipif(sys.platform.startswith('linux'), reason='Linux has glibc; this checks the others')
+@pytest.mark.skipif(sys.platform.startswith('linux'),
+                    reason='Linux has glibc; this checks the others')
 def test_other_platforms_do_nothing():
   assert heap._glibc() is None  # pylint: disable=protected-access

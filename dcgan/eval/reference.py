@@ -1,11 +1,11 @@
-"""Inception statistics of a training set, cached; scores of samples against them.
+"""Cached Inception statistics of a training set, and scores against them.
 
 The reference set is `num_images` training images, drawn once by a seeded
 permutation (all of them when the set is smaller), each prepared exactly as
-the training pipeline prepares it (the stored center-cropped `source_size`
-image, PIL bilinear to `image_size`, scaled to [-1, 1]; `pipeline.
-to_model_image`) and turned into uint8 as generated images are
-(`sampling.to_uint8`), then through `inception`'s protocol.
+the training pipeline prepares it (`pipeline.to_model_image`: the stored
+center-cropped `source_size` image, PIL bilinear to `image_size`, scaled to
+[-1, 1]), turned into uint8 as generated images are (`sampling.to_uint8`),
+then through `inception`'s protocol.
 
 Its mean, covariance and features (kept for KID and precision/recall) are
 saved once in `<cache>/inception_reference/<key>.npz`, where the cache is the
@@ -221,7 +221,7 @@ def score(reference: ReferenceStatistics, fake_features: np.ndarray,
           metrics_to_compute: Sequence[str] = METRICS, *,
           step: int | None = None, kid_subsets: int = KID_SUBSETS,
           kid_subset_size: int = KID_SUBSET_SIZE, pr_k: int = PR_K,
-          fid_method: str = 'sqrtm') -> dict[str, Any]:
+          fid_method: str = 'eigh') -> dict[str, Any]:
   """FID, KID and precision/recall of generated features against real ones.
 
   Args:
@@ -231,7 +231,9 @@ def score(reference: ReferenceStatistics, fake_features: np.ndarray,
     step: the checkpoint step of the samples, recorded in the protocol.
     kid_subsets, kid_subset_size: KID's rounds and subset size.
     pr_k: the k of precision/recall's k-NN balls.
-    fid_method: 'sqrtm' (standard) or 'eigh' (`metrics.frechet_distance`).
+    fid_method: 'eigh' or 'sqrtm' (`metrics.frechet_distance`). At 10,000
+      vs 10,000 faces they agree to 1e-12 relative; 'eigh' takes 16 s here,
+      'sqrtm' 56 s, a tenth of a 10,000-image FID.
 
   Returns:
     A JSON-able dict: 'fid'; 'kid' and 'kid_std_err'; 'precision' and

@@ -367,41 +367,6 @@ def restore_latest_good(
   return None
 
 
-def restore_generator_variables(directory: epath.PathLike, abstract_variables,
-                                step: int | None = None):
-  """Reads only G's parameters and BatchNorm averages from a checkpoint.
-
-  Args:
-    directory: a run's `checkpoints/` folder.
-    abstract_variables: {'g_params': ..., 'g_batch_stats': ...} of arrays or
-      `jax.ShapeDtypeStruct`s.
-    step: the step to read; the latest if None.
-
-  Returns:
-    (variables, step): the restored dict and the step it was read from.
-
-  Raises:
-    FileNotFoundError: no checkpoint in `directory`.
-  """
-  manager = ocp.CheckpointManager(
-      epath.Path(directory).resolve(),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(
-        f'No checkpoint in {directory}: train first with '
-        '`python -m experiments.avatar --workdir <workdir>`.')
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_variables)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(
-          abstract,
-          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-          partial_restore=True)))
-  manager.close()
-  return restored['state'], step
-
-
 def restore_variables(directory: epath.PathLike, make_abstract,
                       step: int | None = None):
   """Reads a checkpoint's config, then only the parts of the state it needs.

@@ -1,6 +1,7 @@
 """dcgan.layers: the 'matmul' path computes what the XLA convolution does."""
 
 import jax
+import jax.extend  # jaxprs_in_params, to walk nested jaxprs
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -193,6 +194,39 @@ def test_matmul_path_has_no_convolution(name, impl):
   # Sanity check of the check: the XLA path does show a convolution.
   xla = module.clone(impl='xla')
   assert _conv_ops(xla.apply, params, x)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_matmul_path_dots_contract_trailing_lhs_dims(name):
+  """Every dot contracts the trailing dims of its lhs (forward and backward).
+
+  XLA:CPU runs only such dots as its fast GEMM; others (e.g. a kernel
+  gradient written as patches^T @ dy) get bfloat16 operands upcast to float32
+  and run slower than the float32 model.
+  """
+  module = LAYERS[name](8, (5, 5), (2, 2), dtype=jnp.bfloat16, impl='matmul')
+  x = jnp.ones((2, 6, 6, 4))
+  params = {'params': {'kernel': jnp.ones((5, 5, 4, 8)),
+                       'bias': jnp.ones((8,))}}
+  loss = lambda p, x: jnp.sum(module.apply(p, x).astype(jnp.float32) ** 2)
+  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x)
+  dots = []
+
+  def collect(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        dots.append(eqn)
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        collect(sub)
+
+  collect(jaxpr.jaxpr)
+  assert len(dots) == 3  # forward, input gradient, kernel gradient
+  for eqn in dots:
+    (lhs_contract, _), (lhs_batch, _) = eqn.params['dimension_numbers']
+    ndim = eqn.invars[0].aval.ndim
+    assert not lhs_batch
+    assert tuple(lhs_contract) == tuple(
+        range(ndim - len(lhs_contract), ndim)), eqn
 
 
 def test_auto_resolves_to_matmul_on_cpu():

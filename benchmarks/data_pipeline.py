@@ -67,21 +67,14 @@ def images_per_second(config, image_size: int, batch_size: int,
 def step_with_data(config, args) -> tuple[list[float], list[float]]:
   """img/s of the train step fed by the iterator and on a constant batch."""
   import jax  # pylint: disable=g-import-not-at-top
-  from dcgan import models, train  # pylint: disable=g-import-not-at-top
-  from dcgan import state as state_lib  # pylint: disable=g-import-not-at-top
+  import reference_step  # pylint: disable=g-import-not-at-top
   from experiments.configs import avatar  # pylint: disable=g-import-not-at-top
 
   run_config = avatar.get_config()
   run_config.data = config
   run_config.image_size, run_config.batch_size = (args.image_size,
                                                   args.batch_size)
-  generator, discriminator = models.create_models(run_config.model,
-                                                  run_config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(run_config)
-  state = jax.jit(lambda: state_lib.create_state(
-      run_config, generator, discriminator, g_tx, d_tx))()
-  step = train.jit_train_step(train.make_train_step(
-      run_config, generator, discriminator, g_tx, d_tx))
+  state, step = reference_step.build(run_config)
   iterator = pipeline.create_train_iterator(
       config, image_size=args.image_size, batch_size=args.batch_size, seed=0)
   constant = {'image': jax.device_put(next(iterator)['image'])}

@@ -193,6 +193,7 @@ def main() -> None:
         'times; CPU-seconds are less affected)', flush=True)
   if args.workdir:
     from dcgan import sampling  # pylint: disable=g-import-not-at-top
+    from dcgan.eval import evaluate  # pylint: disable=g-import-not-at-top
     with _Timer() as t_load:
       generator, variables, run_config, step = sampling.load_generator(
           args.workdir)
@@ -257,7 +258,8 @@ def main() -> None:
     if args.workdir:
       with _Timer() as t_generate:
         samples = sampling.sample_images(generator, variables, run_config,
-                                         args.num, batch_size=500)
+                                         args.num,
+                                         batch_size=evaluate.GENERATE_BATCH)
       batches = [samples]
     else:
       batches = reference.real_image_batches(config, args.image_size,

@@ -186,11 +186,11 @@ def evaluate(root: pathlib.Path) -> None:
     workdir = runs[dtype]
     launched = json.loads((workdir / 'launch.json').read_text())['time']
     times = _step_times(workdir)
+    eval_config = evaluate_lib.resolve_eval_config(None, _run_config(workdir))
+    eval_config.coverage, eval_config.cascade_path = False, ''
     for step in steps:
       if (dtype, step, _NUM_EVAL.value) in done:
         continue
-      eval_config = evaluate_lib.resolve_eval_config(None, _run_config(workdir))
-      eval_config.coverage, eval_config.cascade_path = False, ''
       start = time.perf_counter()
       result = evaluate_lib.evaluate_generator(workdir, eval_config, step=step,
                                                num=_NUM_EVAL.value)

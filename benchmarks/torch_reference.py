@@ -71,21 +71,16 @@ def _jax_worker(config, bench: str):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from dcgan import models, sampling, train  # pylint: disable=g-import-not-at-top
-  from dcgan import state as state_lib  # pylint: disable=g-import-not-at-top
+  import reference_step  # pylint: disable=g-import-not-at-top
+  from dcgan import models, sampling  # pylint: disable=g-import-not-at-top
 
-  generator, discriminator = models.create_models(config.model,
-                                                  config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(config)
-  holder = {'state': jax.jit(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))()}
+  state, step = reference_step.build(config)
+  holder = {'state': state}
   rng = jax.random.key(2)
   if bench == 'train':
     shape = (config.batch_size, config.image_size, config.image_size, 3)
     batch = {'image': jax.random.uniform(jax.random.key(1), shape,
                                          minval=-1, maxval=1)}
-    step = train.jit_train_step(train.make_train_step(
-        config, generator, discriminator, g_tx, d_tx))
 
     def run(n):
       start = time.perf_counter()
@@ -96,6 +91,8 @@ def _jax_worker(config, bench: str):
       holder['state'] = state
       return time.perf_counter() - start
   else:
+    generator, _ = models.create_models(config.model, config.image_size)
+
     @jax.jit
     def generate_uint8(g_params, g_batch_stats, key):
       latents = sampling.sample_latents(key, config.batch_size,
@@ -112,20 +109,7 @@ def _jax_worker(config, bench: str):
                                   jax.random.fold_in(rng, i)))
       return time.perf_counter() - start
 
-  def gemm(dtype):
-    a = jnp.ones((2048, 2048), dtype)
-    # A float32 result, as the model's matmuls take it (dcgan.layers);
-    # XLA:CPU is slower when asked for a bfloat16 one.
-    matmul = jax.jit(lambda a, b: jnp.dot(a, b,
-                                          preferred_element_type=jnp.float32))
-    matmul(a, a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(10):
-      out = matmul(a, a)
-    out.block_until_ready()
-    return 10 * 2 * 2048**3 / (time.perf_counter() - start)
-
-  return run, gemm
+  return run, reference_step.gemm_rate
 
 
 def _torch_models(config, channels_last: bool):

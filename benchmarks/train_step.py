@@ -16,7 +16,6 @@ iteration is G fwd + D fwd/bwd on a real and a fake batch, then per G update G
 and D fwd/bwd: (1 + 3 * g_steps) G + (6 + 3 * g_steps) D forward passes.
 """
 
-import functools
 import itertools
 import platform
 import resource
@@ -28,8 +27,7 @@ import jax
 from absl import app, flags
 
 import flops
-from dcgan import models, train
-from dcgan import state as state_lib
+import reference_step
 from experiments.configs import avatar
 
 _BATCH_SIZE = flags.DEFINE_multi_integer('batch_size', [64], 'Batch sizes.')
@@ -42,13 +40,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per setting.')
 
 
 def measure(config) -> dict[str, float]:
-  generator, discriminator = models.create_models(config.model,
-                                                  config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(config)
-  state = jax.jit(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))()
-  step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx))
+  state, step = reference_step.build(config)
   shape = (config.batch_size, config.image_size, config.image_size, 3)
   batch = {'image': jax.random.uniform(jax.random.key(1), shape, minval=-1,
                                        maxval=1)}
@@ -80,24 +72,6 @@ def measure(config) -> dict[str, float]:
   }
 
 
-def gemm_rate(dtype: str, n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of an n^3 `jnp.dot` of `dtype` inputs, median of `repeats`.
-
-  The product accumulates and returns float32, as the model's matmuls do
-  (`dcgan.layers`); a bfloat16 result is a slower path of XLA:CPU.
-  """
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  matmul = jax.jit(functools.partial(jax.numpy.dot,
-                                     preferred_element_type='float32'))
-  matmul(a, a).block_until_ready()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    seconds.append(time.perf_counter() - start)
-  return 2 * n**3 / statistics.median(seconds)
-
-
 def main(argv):
   del argv
   print(f'# {platform.node()} {platform.processor() or platform.machine()}, '
@@ -105,7 +79,7 @@ def main(argv):
         f'{jax.device_count()} device(s): {jax.devices()[0].device_kind}')
   print(f'# median of {_REPEATS.value} runs x {_STEPS.value} steps; '
         'one step = 1 D + g_steps_per_d_step G updates')
-  gemm = {d: gemm_rate(d) / 1e9 for d in ('float32', 'bfloat16')}
+  gemm = {d: reference_step.gemm_rate(d) / 1e9 for d in ('float32', 'bfloat16')}
   print(f"# GEMM 2048^3 jnp.dot, float32 result: fp32 {gemm['float32']:.0f} "
         f"GFLOP/s, bf16 inputs {gemm['bfloat16']:.0f} GFLOP/s")
   header = ('batch', 'size', 'conv', 'dtype', 'img/s', 'min', 'max',

@@ -1,0 +1,44 @@
+"""What the speed benchmarks share: the jitted training step and the GEMM rate.
+
+Imported as a sibling module (`import reference_step`) by the scripts in this
+folder, which run from the repository root as `python benchmarks/<name>.py`.
+"""
+
+import functools
+import statistics
+import time
+
+import jax
+
+from dcgan import models, train
+from dcgan import state as state_lib
+
+
+def build(config):
+  """(initial GANState, jitted train_step) of `config`, as the loop makes them."""
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(config)
+  state = jax.jit(lambda: state_lib.create_state(
+      config, generator, discriminator, g_tx, d_tx))()
+  step = train.jit_train_step(
+      train.make_train_step(config, generator, discriminator, g_tx, d_tx))
+  return state, step
+
+
+def gemm_rate(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an n^3 `jnp.dot` of `dtype` inputs, median of `repeats`.
+
+  The product accumulates and returns float32, as the model's matmuls do
+  (`dcgan.layers`); a bfloat16 result is a slower path of XLA:CPU.
+  """
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  matmul = jax.jit(functools.partial(jax.numpy.dot,
+                                     preferred_element_type='float32'))
+  matmul(a, a).block_until_ready()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    seconds.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(seconds)

@@ -10,7 +10,8 @@ projects z to 3x3x512 and four 5x5 stride-2 transposed convolutions double it
 to 48x48; D is four 5x5 stride-2 convolutions and a dense logit; BatchNorm
 momentum 0.1 in PyTorch's convention = 0.9 in Flax's, eps 1e-5) and the same
 iteration: one D update on a real and a generated batch, then two G updates
-reusing the D update's latents, Adam 2e-4 / 0.5. PyTorch runs eager, with D's
+reusing the D update's latents, Adam 2e-4 / 0.5; the first G update reuses the
+D update's forward pass of G in both. PyTorch runs eager, with D's
 parameters frozen during the G updates so that no unused D gradients are
 computed, in both memory layouts (NCHW and channels_last); bf16 variants run
 the forward passes under `torch.autocast('cpu', torch.bfloat16)` with fp32
@@ -24,8 +25,9 @@ product, fp32 and bf16, through jnp.dot with a float32 result and torch.mm)
 is measured in the same processes; each variant's rate is also given as a
 share of the best fp32 and the best bf16 GEMM rate.
 
-FLOP counting rule (benchmarks/flops.py): 2 x multiply-adds of conv and dense
-layers; a forward pass counts 1x, a backward pass 2x.
+FLOP counting rule (benchmarks/flops.py): 2 x multiply-adds of the conv and
+dense layers the step runs (forward 1x; backward 2x, or 1x through the frozen D
+of a G update).
 """
 
 import json
@@ -217,16 +219,19 @@ def _torch_worker(config, bench: str, channels_last: bool):
       d.requires_grad_(True)
       d_opt.zero_grad(set_to_none=True)
       with autocast():
-        with torch.no_grad():
-          fake = g(latents)
-        loss = bce(d(real), ones) + bce(d(fake), zeros)
+        # G's graph is kept: the first G update reuses this forward pass
+        # (the latents are the same and G has not changed), as ours does.
+        fake = g(latents)
+        loss = bce(d(real), ones) + bce(d(fake.detach()), zeros)
       loss.backward()
       d_opt.step()
-      d.requires_grad_(False)
-      for _ in range(config.g_steps_per_d_step):
+      d.requires_grad_(False)  # G updates need no D weight gradients
+      for i in range(config.g_steps_per_d_step):
         g_opt.zero_grad(set_to_none=True)
         with autocast():
-          loss = bce(d(g(latents)), ones)
+          if i:
+            fake = g(latents)
+          loss = bce(d(fake), ones)
         loss.backward()
         g_opt.step()
       return loss

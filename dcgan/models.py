@@ -46,13 +46,37 @@ class Generator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, latents: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+  def __call__(self, latents: jnp.ndarray, train: bool = True,
+               running_average_updates: int = 1) -> jnp.ndarray:
+    """Images of `latents`.
+
+    Args:
+      latents: (B, latent_dim).
+      train: normalise with the batch's statistics and move the running
+        averages (True), or normalise with the running averages (False).
+      running_average_updates: in train mode, how many times each BatchNorm
+        folds this batch's statistics into its running averages: 2 when one
+        forward pass stands for two identical ones (the training step's
+        shared D/G pass), which leaves the averages exactly as two passes
+        would.
+
+    Returns:
+      (B, image_size, image_size, 3) images in [-1, 1], float32.
+    """
+    def batch_norm(x, name):
+      bn = _batch_norm(train, self.dtype, name)
+      y = bn(x)
+      if train:
+        for _ in range(running_average_updates - 1):
+          bn(x)  # the same statistics again; only the averages are kept
+      return y
+
     s = self.image_size // 2**NUM_UPSAMPLINGS
     features = self.base_features * 2**(NUM_UPSAMPLINGS - 1)
     x = nn.Dense(s * s * features, kernel_init=weight_init, dtype=self.dtype,
                  name='project')(latents.astype(self.dtype))
     x = x.reshape(latents.shape[0], s, s, features)
-    x = nn.relu(_batch_norm(train, self.dtype, 'bn0')(x))
+    x = nn.relu(batch_norm(x, 'bn0'))
     for i in range(1, NUM_UPSAMPLINGS):
       features //= 2
       x = layers.ConvTranspose(
@@ -60,7 +84,7 @@ class Generator(nn.Module):
           kernel_init=weight_init, dtype=self.dtype, impl=self.conv_impl,
           name=f'deconv{i}')(x)
       if i < NUM_UPSAMPLINGS - 1 or self.g_last_hidden_bn:
-        x = _batch_norm(train, self.dtype, f'bn{i}')(x)
+        x = batch_norm(x, f'bn{i}')
       x = nn.relu(x)
     x = layers.ConvTranspose(
         3, (self.kernel_size,) * 2, (2, 2), padding='SAME',

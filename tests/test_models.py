@@ -91,6 +91,24 @@ def test_train_mode_updates_batch_stats_eval_mode_does_not(tiny_config):
   assert all(jax.tree.leaves(same))
 
 
+def test_two_running_average_updates_equal_two_forward_passes(tiny_config):
+  generator, _ = models.create_models(tiny_config.model, 32)
+  latents = jax.random.uniform(jax.random.key(4), (8, 16), minval=-1,
+                               maxval=1)
+  g_vars = _init(generator, latents)
+  apply = jax.jit(lambda v, n: generator.apply(
+      v, latents, train=True, running_average_updates=n,
+      mutable=['batch_stats']), static_argnums=1)
+  once, first = apply(g_vars, 1)
+  _, second = apply({'params': g_vars['params'], **first}, 1)
+  twice, both = apply(g_vars, 2)
+  np.testing.assert_array_equal(twice, once)
+  for a, b, c in zip(jax.tree.leaves(both), jax.tree.leaves(second),
+                     jax.tree.leaves(first)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert np.all(a != c)  # two updates are not one
+
+
 def test_eval_mode_output_does_not_depend_on_batch(tiny_config):
   generator, _ = models.create_models(tiny_config.model, 32)
   latents = jax.random.uniform(jax.random.key(3), (8, 16), minval=-1,

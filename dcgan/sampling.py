@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcgan import heap
+
 LATENT_DISTS = ('uniform', 'normal')
 INTERPOLATIONS = ('slerp', 'lerp')
 
@@ -145,18 +147,21 @@ def apply_in_batches(module, variables, inputs, batch_size: int = 256
 
   Batches are padded to a power of two so that a notebook's many batch sizes
   compile only a few times; eval-mode outputs do not depend on the batch.
+  Freed memory is kept for the next batch meanwhile (`heap`).
   """
   inputs = np.asarray(inputs)
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   outputs = []
-  for start in range(0, len(inputs), batch_size):
-    chunk = inputs[start:start + batch_size]
-    size = _padded_size(len(chunk), batch_size)
-    padded = np.concatenate(
-        [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-    outputs.append(np.asarray(
-        _apply_eval(module, variables, padded))[:len(chunk)])
+  with heap.reuse_freed_memory():
+    for start in range(0, len(inputs), batch_size):
+      chunk = inputs[start:start + batch_size]
+      size = _padded_size(len(chunk), batch_size)
+      padded = np.concatenate(
+          [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:],
+                           chunk.dtype)])
+      outputs.append(np.asarray(
+          _apply_eval(module, variables, padded))[:len(chunk)])
   return np.concatenate(outputs)
 
 

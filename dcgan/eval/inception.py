@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from dcgan import errors
-from dcgan.eval import heap
+from dcgan import heap
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048

@@ -15,7 +15,9 @@ D update's forward pass of G in both. PyTorch runs eager, with D's
 parameters frozen during the G updates so that no unused D gradients are
 computed, in both memory layouts (NCHW and channels_last); bf16 variants run
 the forward passes under `torch.autocast('cpu', torch.bfloat16)` with fp32
-parameters, as ours does with `config.model.dtype='bfloat16'`.
+parameters, as ours does with `config.model.dtype='bfloat16'`. Ours runs
+inside `dcgan.heap.reuse_freed_memory()`, as the training loop and
+`dcgan.sampling` do.
 
 Each variant runs in its own process, built and warmed up once. The parent then
 asks them in turn, round after round, for a timed block of --steps steps, so
@@ -87,9 +89,10 @@ def _jax_worker(config, bench: str):
     def run(n):
       start = time.perf_counter()
       state = holder['state']
-      for _ in range(n):
-        state, metrics = step(state, batch, rng)
-      jax.block_until_ready((state, metrics))
+      with heap.reuse_freed_memory():  # as the training loop runs
+        for _ in range(n):
+          state, metrics = step(state, batch, rng)
+        jax.block_until_ready((state, metrics))
       holder['state'] = state
       return time.perf_counter() - start
   else:

@@ -31,6 +31,7 @@ from absl import app, flags
 
 import flops
 import reference_step
+from dcgan import heap
 from experiments.configs import avatar
 
 _BATCH_SIZE = flags.DEFINE_multi_integer('batch_size', [64], 'Batch sizes.')
@@ -56,13 +57,14 @@ def measure(config) -> dict[str, float]:
   jax.block_until_ready(metrics)
 
   rates = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready((state, metrics))
-    rates.append(_STEPS.value * config.batch_size /
-                 (time.perf_counter() - start))
+  with heap.reuse_freed_memory():  # as the training loop runs
+    for _ in range(_REPEATS.value):
+      start = time.perf_counter()
+      for _ in range(_STEPS.value):
+        state, metrics = compiled(state, batch, rng)
+      jax.block_until_ready((state, metrics))
+      rates.append(_STEPS.value * config.batch_size /
+                   (time.perf_counter() - start))
   images_per_second = statistics.median(rates)
   gflops = flops.iteration_flops(config) / 1e9
   return {

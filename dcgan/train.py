@@ -18,7 +18,7 @@ import optax
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dcgan import checkpointing, health, images, losses, metric_writers
+from dcgan import checkpointing, heap, health, images, losses, metric_writers
 from dcgan import models, sampling, validation
 from dcgan import state as state_lib
 from dcgan import workdir as workdir_lib
@@ -434,11 +434,16 @@ class _Run:
   # ---------------------------------------------------------------- loop
 
   def train(self) -> state_lib.GANState:
-    """Trains to `config.num_train_steps`; returns the final state."""
+    """Trains to `config.num_train_steps`; returns the final state.
+
+    Freed memory stays mapped for the next step meanwhile
+    (`heap.reuse_freed_memory`): the step's large buffers are not mapped
+    and zeroed anew each time (fp32 reference step 43.9 -> 49.0 img/s).
+    """
     config = self.config
     logging.info('Training from step %d to %d in %s', self.step,
                  config.num_train_steps, self.workdir)
-    with _StopOnSignal() as stop:
+    with _StopOnSignal() as stop, heap.reuse_freed_memory():
       if self.step == 0:
         self._save_samples()
       while self.step < config.num_train_steps:

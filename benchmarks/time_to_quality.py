@@ -272,13 +272,11 @@ def plot(root: pathlib.Path) -> None:
   points = [p for p in results['points'] if p['num_eval'] == _NUM_EVAL.value
             and p['run'] in names]
   by_run = {n: sorted((p for p in points if p['run'] == n),
-                      key=lambda p: p['step']) for n in names}
-  by_run = {n: ps for n, ps in by_run.items() if ps}
+                      key=lambda p: p['step'])
+            for n in names if any(p['run'] == n for p in points)}
   if not by_run:
     raise SystemExit(f'Error: no evaluated points in {root / RESULTS}; run '
                      '--phase=evaluate first.')
-  launches = {n: json.loads((root / n / 'launch.json').read_text())
-              for n in by_run}
   colours = {d: f'C{i}' for i, d in enumerate(_DTYPE.value)}
   figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(10, 4))
   for name, ps in by_run.items():
@@ -287,8 +285,8 @@ def plot(root: pathlib.Path) -> None:
                  linestyle='-' if seed == _SEED.value[0] else '--')
     by_time.plot([p['minutes'] for p in ps], [p['fid'] for p in ps], **style)
     by_step.plot([p['step'] for p in ps], [p['fid'] for p in ps], **style)
-  first = next(iter(by_run))
-  where = ('side by side, one core each' if launches[first]['core'] is not None
+  first = json.loads((root / next(iter(by_run)) / 'launch.json').read_text())
+  where = ('side by side, one core each' if first['core'] is not None
            else 'one after another, all cores')
   num_reference = points[0]['protocol']['num_images']
   by_time.set(xlabel='wall-clock minutes from launch', ylabel=(

@@ -229,6 +229,62 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name):
         range(ndim - len(lhs_contract), ndim)), eqn
 
 
+def _primitives(fn, *args):
+  """(primitive name, output dtypes) of every equation fn traces to."""
+  found = []
+
+  def collect(jaxpr):
+    for eqn in jaxpr.eqns:
+      found.append((eqn.primitive.name,
+                    tuple(v.aval.dtype for v in eqn.outvars)))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        collect(sub)
+
+  collect(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_bfloat16_patches_move_bit_patterns(reverse):
+  """bfloat16 patches are the float32 ones, built from uint16 bits.
+
+  XLA:CPU would run a bfloat16 pad/stack as float32 with converts both ways.
+  """
+  g = layers._Geom((12, 12), (6, 6), (5, 5), (2, 2), (1, 1))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, 12, 8)),
+                  jnp.bfloat16)
+  patches = jax.jit(layers._patches, static_argnums=(1, 2))(x, g, reverse)
+  expected = layers._patches(x.astype(jnp.float32), g, reverse)
+  assert patches.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(patches, np.float32),
+                                np.asarray(expected))
+  moves = [(name, dtypes) for name, dtypes in
+           _primitives(lambda x: layers._patches(x, g, reverse), x)
+           if name in ('pad', 'concatenate', 'slice', 'squeeze',
+                       'broadcast_in_dim', 'reshape')]
+  assert moves and all(dtypes == (jnp.uint16,) for _, dtypes in moves), moves
+  rows = layers._transposed_rows(x)
+  np.testing.assert_array_equal(np.asarray(rows, np.float32),
+                                np.asarray(x, np.float32).reshape(-1, 8).T)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_bfloat16_bias_gradient_sums_in_float32(name):
+  """Cotangents 1, 1, 2^-7 sum to 2.0078125, which bfloat16 rounds to 2."""
+  module = LAYERS[name](1, (1, 1), (1, 1), dtype=jnp.bfloat16, impl='matmul')
+  x = jnp.zeros((1, 1, 3, 1))
+  params = module.init(jax.random.key(0), x)
+  y, vjp = jax.vjp(module.apply, params, x)
+  cotangent = jnp.asarray([1.0, 1.0, 2.0**-7], jnp.bfloat16).reshape(y.shape)
+  d_params, _ = vjp(cotangent)
+  d_bias = d_params['params']['bias']
+  assert d_bias.dtype == jnp.float32
+  assert float(d_bias[0]) == 2.0078125
+  sums = [dtypes for name, dtypes in
+          _primitives(lambda c: vjp(c)[0], cotangent) if name == 'reduce_sum']
+  assert sums == [(jnp.float32,)]
+
+
 def test_auto_resolves_to_matmul_on_cpu():
   expected = 'matmul' if jax.default_backend() in ('cpu', 'gpu') else 'xla'
   assert layers.resolve_impl('auto') == expected

@@ -196,6 +196,26 @@ def test_matmul_path_has_no_convolution(name, impl):
   assert _conv_ops(xla.apply, params, x)
 
 
+def _equations(fn, *args):
+  """Every equation of fn's jaxpr, nested jaxprs (custom_vjp, jit) included."""
+  found = []
+
+  def collect(jaxpr):
+    for eqn in jaxpr.eqns:
+      found.append(eqn)
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        collect(sub)
+
+  collect(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+def _primitives(fn, *args):
+  """(primitive name, output dtypes) of every equation fn traces to."""
+  return [(eqn.primitive.name, tuple(v.aval.dtype for v in eqn.outvars))
+          for eqn in _equations(fn, *args)]
+
+
 @pytest.mark.parametrize('name', LAYERS)
 def test_matmul_path_dots_contract_trailing_lhs_dims(name):
   """Every dot contracts the trailing dims of its lhs (forward and backward).
@@ -209,17 +229,8 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name):
   params = {'params': {'kernel': jnp.ones((5, 5, 4, 8)),
                        'bias': jnp.ones((8,))}}
   loss = lambda p, x: jnp.sum(module.apply(p, x).astype(jnp.float32) ** 2)
-  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x)
-  dots = []
-
-  def collect(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'dot_general':
-        dots.append(eqn)
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        collect(sub)
-
-  collect(jaxpr.jaxpr)
+  dots = [eqn for eqn in _equations(jax.grad(loss, argnums=(0, 1)), params, x)
+          if eqn.primitive.name == 'dot_general']
   assert len(dots) == 3  # forward, input gradient, kernel gradient
   for eqn in dots:
     (lhs_contract, _), (lhs_batch, _) = eqn.params['dimension_numbers']
@@ -227,21 +238,6 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name):
     assert not lhs_batch
     assert tuple(lhs_contract) == tuple(
         range(ndim - len(lhs_contract), ndim)), eqn
-
-
-def _primitives(fn, *args):
-  """(primitive name, output dtypes) of every equation fn traces to."""
-  found = []
-
-  def collect(jaxpr):
-    for eqn in jaxpr.eqns:
-      found.append((eqn.primitive.name,
-                    tuple(v.aval.dtype for v in eqn.outvars)))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        collect(sub)
-
-  collect(jax.make_jaxpr(fn)(*args).jaxpr)
-  return found
 
 
 @pytest.mark.parametrize('reverse', [False, True])
@@ -258,9 +254,9 @@ def test_bfloat16_patches_move_bit_patterns(reverse):
   assert patches.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(patches, np.float32),
                                 np.asarray(expected))
-  moves = [(name, dtypes) for name, dtypes in
+  moves = [(prim, dtypes) for prim, dtypes in
            _primitives(lambda x: layers._patches(x, g, reverse), x)
-           if name in ('pad', 'concatenate', 'slice', 'squeeze',
+           if prim in ('pad', 'concatenate', 'slice', 'squeeze',
                        'broadcast_in_dim', 'reshape')]
   assert moves and all(dtypes == (jnp.uint16,) for _, dtypes in moves), moves
   rows = layers._transposed_rows(x)
@@ -280,8 +276,8 @@ def test_bfloat16_bias_gradient_sums_in_float32(name):
   d_bias = d_params['params']['bias']
   assert d_bias.dtype == jnp.float32
   assert float(d_bias[0]) == 2.0078125
-  sums = [dtypes for name, dtypes in
-          _primitives(lambda c: vjp(c)[0], cotangent) if name == 'reduce_sum']
+  sums = [dtypes for prim, dtypes in
+          _primitives(lambda c: vjp(c)[0], cotangent) if prim == 'reduce_sum']
   assert sums == [(jnp.float32,)]
 
 

@@ -18,8 +18,10 @@ updates the running averages in the 'batch_stats' collection (apply with
 `mutable=['batch_stats']`); `train=False` uses the running averages.
 """
 
+import functools
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -29,6 +31,26 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 128
 NUM_UPSAMPLINGS = 4  # so the projection is (image_size // 16) square
 
 weight_init = nn.initializers.normal(stddev=0.02)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def leaky_relu(x, negative_slope: float = 0.2):
+  """`nn.leaky_relu`, whose gradient is one multiply.
+
+  Differentiating `where(x >= 0, x, slope * x)` gives one select per branch
+  and their sum, a pass more over every activation of D on each backward
+  pass; here the gradient is `dx = dy * where(x >= 0, 1, slope)`, the same
+  values (the slope at 0 is 1 in both).
+  """
+  return jnp.where(x >= 0, x, negative_slope * x)
+
+
+@leaky_relu.defjvp
+def _leaky_relu_jvp(negative_slope, primals, tangents):
+  (x,), (dx,) = primals, tangents
+  slope = jnp.where(x >= 0, jnp.ones((), x.dtype),
+                    jnp.asarray(negative_slope, x.dtype))
+  return leaky_relu(x, negative_slope), dx * slope
 
 
 def _batch_norm(train: bool, dtype, name: str) -> nn.BatchNorm:
@@ -110,7 +132,7 @@ class Discriminator(nn.Module):
           impl=self.conv_impl, name=f'conv{i}')(x)
       if i > 0:
         x = _batch_norm(train, self.dtype, f'bn{i}')(x)
-      x = nn.leaky_relu(x, negative_slope=0.2)
+      x = leaky_relu(x, 0.2)
     x = x.reshape(x.shape[0], -1)
     logits = nn.Dense(1, kernel_init=weight_init, dtype=self.dtype,
                       name='logit')(x)

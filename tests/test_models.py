@@ -128,3 +128,35 @@ def test_eval_mode_output_does_not_depend_on_batch(tiny_config):
   train_part, _ = generator.apply(g_vars, latents[:3], train=True,
                                   mutable=['batch_stats'])
   assert not np.allclose(train_part, train_full[:3], atol=1e-4)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_leaky_relu_matches_flax_values_and_gradients(dtype):
+  """Same outputs, first and second derivatives as nn.leaky_relu (0 included).
+
+  The gradient is one multiply: no sum of per-branch selects (add_any).
+  """
+  from flax import linen as nn
+  x = jnp.asarray([-3.0, -0.5, -0.0, 0.0, 0.25, 2.0], dtype)
+  ours = lambda x: models.leaky_relu(x, 0.2)
+  flax = lambda x: nn.leaky_relu(x, negative_slope=0.2)
+  np.testing.assert_array_equal(np.asarray(ours(x), np.float32),
+                                np.asarray(flax(x), np.float32))
+  weights = jnp.arange(1, 7, dtype=dtype)
+  for f in (ours, flax):
+    assert f(x).dtype == dtype
+  grads = [jax.grad(lambda x: jnp.sum(f(x) * weights).astype(jnp.float32))(x)
+           for f in (ours, flax)]
+  np.testing.assert_array_equal(np.asarray(grads[0], np.float32),
+                                np.asarray(grads[1], np.float32))
+  # d/dx of the input gradient's norm (as an R1 penalty takes it).
+  second = [jax.grad(lambda x: jnp.sum(jax.grad(
+      lambda x: jnp.sum(f(x) ** 2).astype(jnp.float32))(x) ** 2).astype(
+          jnp.float32))(x) for f in (ours, flax)]
+  np.testing.assert_allclose(np.asarray(second[0], np.float32),
+                             np.asarray(second[1], np.float32), rtol=1e-2)
+  jaxpr = str(jax.make_jaxpr(jax.grad(
+      lambda x: jnp.sum(ours(x)).astype(jnp.float32)))(x))
+  assert 'add_any' not in jaxpr
+  assert 'add_any' in str(jax.make_jaxpr(jax.grad(
+      lambda x: jnp.sum(flax(x)).astype(jnp.float32)))(x))

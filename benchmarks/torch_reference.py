@@ -32,6 +32,7 @@ dense layers the step runs (forward 1x; backward 2x, or 1x through the frozen D
 of a G update).
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -76,7 +77,7 @@ def _jax_worker(config, bench: str):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import reference_step  # pylint: disable=g-import-not-at-top
-  from dcgan import heap, models, sampling  # pylint: disable=g-import-not-at-top
+  from dcgan import models, sampling  # pylint: disable=g-import-not-at-top
 
   state, step = reference_step.build(config)
   holder = {'state': state}
@@ -89,10 +90,9 @@ def _jax_worker(config, bench: str):
     def run(n):
       start = time.perf_counter()
       state = holder['state']
-      with heap.reuse_freed_memory():  # as the training loop runs
-        for _ in range(n):
-          state, metrics = step(state, batch, rng)
-        jax.block_until_ready((state, metrics))
+      for _ in range(n):
+        state, metrics = step(state, batch, rng)
+      jax.block_until_ready((state, metrics))
       holder['state'] = state
       return time.perf_counter() - start
   else:
@@ -109,10 +109,9 @@ def _jax_worker(config, bench: str):
     def run(n):
       state = holder['state']
       start = time.perf_counter()
-      with heap.reuse_freed_memory():  # as dcgan.sampling generates
-        for i in range(n):
-          np.asarray(generate_uint8(state.g_params, state.g_batch_stats,
-                                    jax.random.fold_in(rng, i)))
+      for i in range(n):
+        np.asarray(generate_uint8(state.g_params, state.g_batch_stats,
+                                  jax.random.fold_in(rng, i)))
       return time.perf_counter() - start
 
   return run, reference_step.gemm_rate
@@ -272,24 +271,30 @@ def worker_main(variant: str, bench: str, batch_size: int) -> None:
   """Serves 'run N', 'gemm DTYPE' and 'rss' requests on stdin, one a line."""
   framework, dtype = variant.split('-')[:2]
   config = _config(bench, batch_size, dtype)
-  start = time.perf_counter()
-  if framework == 'jax':
-    run, gemm = _jax_worker(config, bench)
-  else:
-    run, gemm = _torch_worker(config, bench, variant.endswith('nhwc'))
-  run(2)  # compiles (jax) and warms up
-  reply = {'warmup_s': time.perf_counter() - start}
-  print(json.dumps(reply), flush=True)
-  for line in sys.stdin:
-    verb, arg = line.split()
-    if verb == 'run':
-      reply = {'seconds': run(int(arg))}
-    elif verb == 'gemm':
-      reply = {'flops': gemm(arg)}
+  with contextlib.ExitStack() as stack:
+    start = time.perf_counter()
+    if framework == 'jax':
+      from dcgan import heap  # pylint: disable=g-import-not-at-top
+      # For the process's life, as the training loop and dcgan.sampling
+      # hold it over all their steps: leaving it hands the free heap back
+      # to the system, which the next block would fault in again.
+      stack.enter_context(heap.reuse_freed_memory())
+      run, gemm = _jax_worker(config, bench)
     else:
-      reply = {'peak_rss_mib': resource.getrusage(
-          resource.RUSAGE_SELF).ru_maxrss / 1024}
+      run, gemm = _torch_worker(config, bench, variant.endswith('nhwc'))
+    run(2)  # compiles (jax) and warms up
+    reply = {'warmup_s': time.perf_counter() - start}
     print(json.dumps(reply), flush=True)
+    for line in sys.stdin:
+      verb, arg = line.split()
+      if verb == 'run':
+        reply = {'seconds': run(int(arg))}
+      elif verb == 'gemm':
+        reply = {'flops': gemm(arg)}
+      else:
+        reply = {'peak_rss_mib': resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 1024}
+      print(json.dumps(reply), flush=True)
 
 
 # ---------------------------------------------------------------- parent --

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from dcgan import models
 from experiments.configs import avatar, dcgan64
@@ -136,7 +137,6 @@ def test_leaky_relu_matches_flax_values_and_gradients(dtype):
 
   The gradient is one multiply: no sum of per-branch selects (add_any).
   """
-  from flax import linen as nn
   x = jnp.asarray([-3.0, -0.5, -0.0, 0.0, 0.25, 2.0], dtype)
   ours = lambda x: models.leaky_relu(x, 0.2)
   flax = lambda x: nn.leaky_relu(x, negative_slope=0.2)

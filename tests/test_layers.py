@@ -281,6 +281,21 @@ def test_bfloat16_bias_gradient_sums_in_float32(name):
   assert sums == [(jnp.float32,)]
 
 
+@pytest.mark.parametrize('name', LAYERS)
+def test_bfloat16_kernel_gradient_is_not_rounded(name):
+  """The float32 kernel gets the matmul's float32 sum, not a bfloat16 one.
+
+  Inputs 1, 1, 2^-7 against cotangents 1 sum to 2.0078125 (bfloat16: 2).
+  """
+  module = LAYERS[name](1, (1, 1), (1, 1), dtype=jnp.bfloat16, impl='matmul')
+  x = jnp.asarray([1.0, 1.0, 2.0**-7], jnp.bfloat16).reshape(1, 1, 3, 1)
+  params = module.init(jax.random.key(0), x)
+  y, vjp = jax.vjp(module.apply, params, x)
+  d_kernel = vjp(jnp.ones_like(y))[0]['params']['kernel']
+  assert params['params']['kernel'].dtype == d_kernel.dtype == jnp.float32
+  assert float(d_kernel.reshape(())) == 2.0078125
+
+
 def test_auto_resolves_to_matmul_on_cpu():
   expected = 'matmul' if jax.default_backend() in ('cpu', 'gpu') else 'xla'
   assert layers.resolve_impl('auto') == expected

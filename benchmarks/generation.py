@@ -3,9 +3,11 @@ r"""Speed of sample generation: eval-mode G, latents to uint8 pixels.
   python benchmarks/generation.py
   python benchmarks/generation.py --conv_impl=xla --conv_impl=matmul \
       --dtype=float32 --dtype=bfloat16
+  python benchmarks/generation.py --chunk_size=0 --chunk_size=32
 
 Prints, per setting, the median over --repeats timed runs of --batches batches
-of --batch_size samples: samples/s, GFLOP/s (2 x multiply-adds of G's forward
+of --batch_size samples (G runs --chunk_size latents at a time, 0: the whole
+batch at once; `sampling.generate`): samples/s, GFLOP/s (2 x multiply-adds of G's forward
 pass, as in train_step.py) and compile seconds. The images are copied to the
 host as uint8, so the figure is what a user who saves samples gets; freed
 memory is kept between batches, as `dcgan.sampling` does (`dcgan.heap`).
@@ -32,11 +34,14 @@ _IMAGE_SIZE = flags.DEFINE_multi_integer('image_size', [48], 'Image sizes.')
 _CONV_IMPL = flags.DEFINE_multi_string('conv_impl', ['auto'],
                                        'Conv implementations.')
 _DTYPE = flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
+_CHUNK_SIZE = flags.DEFINE_multi_integer(
+    'chunk_size', [sampling.GENERATE_CHUNK],
+    'Latents per pass of G within a batch (0: the whole batch).')
 _BATCHES = flags.DEFINE_integer('batches', 4, 'Batches per timed run.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per setting.')
 
 
-def measure(config) -> dict[str, float]:
+def measure(config, chunk_size: int | None) -> dict[str, float]:
   generator, discriminator = models.create_models(config.model,
                                                   config.image_size)
   g_tx, d_tx = state_lib.create_optimizers(config)
@@ -47,7 +52,8 @@ def measure(config) -> dict[str, float]:
   def generate_uint8(g_params, g_batch_stats, rng):
     latents = sampling.sample_latents(rng, config.batch_size,
                                       config.latent_dim, config.latent_dist)
-    images = sampling.generate(generator, g_params, g_batch_stats, latents)
+    images = sampling.generate(generator, g_params, g_batch_stats, latents,
+                               chunk_size)
     return jnp.clip(jnp.round((images + 1) * 127.5), 0, 255).astype(jnp.uint8)
 
   args = (state.g_params, state.g_batch_stats)
@@ -82,15 +88,17 @@ def main(argv):
         f'{jax.device_count()} device(s): {jax.devices()[0].device_kind}')
   print(f'# median of {_REPEATS.value} runs x {_BATCHES.value} batches; '
         'eval-mode G, uint8 copied to the host')
-  print(' | '.join(('batch', 'size', 'conv', 'dtype', 'samples/s', 'min',
-                    'max', 'GFLOP/s', 'compile s')))
-  for batch_size, image_size, impl, dtype in itertools.product(
-      _BATCH_SIZE.value, _IMAGE_SIZE.value, _CONV_IMPL.value, _DTYPE.value):
+  print(' | '.join(('batch', 'chunk', 'size', 'conv', 'dtype', 'samples/s',
+                    'min', 'max', 'GFLOP/s', 'compile s')))
+  for batch_size, chunk_size, image_size, impl, dtype in itertools.product(
+      _BATCH_SIZE.value, _CHUNK_SIZE.value, _IMAGE_SIZE.value,
+      _CONV_IMPL.value, _DTYPE.value):
     config = avatar.get_config()
     config.batch_size, config.image_size = batch_size, image_size
     config.model.conv_impl, config.model.dtype = impl, dtype
-    r = measure(config)
-    print(f"{batch_size} | {image_size} | {impl} | {dtype} | "
+    r = measure(config, chunk_size or None)
+    print(f"{batch_size} | {chunk_size or batch_size} | {image_size} | "
+          f"{impl} | {dtype} | "
           f"{r['samples/s']:.0f} | {r['min']:.0f} | {r['max']:.0f} | "
           f"{r['GFLOP/s']:.1f} | {r['compile s']:.1f}")
     sys.stdout.flush()

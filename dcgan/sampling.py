@@ -118,11 +118,38 @@ def fixed_latents(config) -> jnp.ndarray:
 # Generating.
 
 
-def generate(generator, g_params, g_batch_stats, latents: jnp.ndarray
-             ) -> jnp.ndarray:
-  """Eval-mode G (BatchNorm running averages): images (B, H, W, 3) in [-1, 1]."""
-  return generator.apply({'params': g_params, 'batch_stats': g_batch_stats},
-                         latents, train=False)
+# Latents per pass of G in `generate`: small enough that a layer's float32
+# column matrix (0.9 MB a sample for the 12x12 -> 24x24 layer at 48x48) is
+# still in the CPU's cache when col2im reads it back.
+GENERATE_CHUNK = 32
+
+
+def generate(generator, g_params, g_batch_stats, latents: jnp.ndarray,
+             chunk_size: int | None = GENERATE_CHUNK) -> jnp.ndarray:
+  """Eval-mode G (BatchNorm running averages): images (B, H, W, 3) in [-1, 1].
+
+  A batch larger than `chunk_size` runs as equal chunks of at most that many
+  latents, one after another (`lax.map`; the last is padded); None runs it
+  whole. Eval-mode G treats every latent on its own, so the images are the
+  same either way up to float rounding (a GEMM may sum in another order for
+  another row count: last bits of float32, at most one pixel level after
+  `to_uint8` in bfloat16). On 2 CPU cores, 500 latents at
+  48x48 ran ~1.05x (float32) and ~1.07x (bfloat16) faster in chunks of 20-50
+  than whole, as the column matrices stay in cache.
+  """
+  if chunk_size is not None and chunk_size < 1:
+    raise ValueError(f'chunk_size must be >= 1 or None, got {chunk_size}')
+  variables = {'params': g_params, 'batch_stats': g_batch_stats}
+  num = latents.shape[0]
+  if chunk_size is None or num <= chunk_size:
+    return generator.apply(variables, latents, train=False)
+  chunks = -(-num // chunk_size)
+  size = -(-num // chunks)  # as even as the chunks can be
+  padded = jnp.pad(latents, ((0, chunks * size - num), (0, 0)))
+  images = jax.lax.map(
+      lambda z: generator.apply(variables, z, train=False),
+      padded.reshape(chunks, size, latents.shape[1]))
+  return images.reshape(chunks * size, *images.shape[2:])[:num]
 
 
 def to_uint8(images) -> np.ndarray:
@@ -136,18 +163,26 @@ def _apply_eval(module, variables, inputs):
   return module.apply(variables, inputs, train=False)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _generate_eval(generator, variables, latents):
+  return generate(generator, variables['params'], variables['batch_stats'],
+                  latents)
+
+
 def _padded_size(num: int, batch_size: int) -> int:
   """The next power of two (at least 8, at most batch_size): few compiles."""
   return min(batch_size, max(8, 1 << (num - 1).bit_length()))
 
 
-def apply_in_batches(module, variables, inputs, batch_size: int = 256
-                     ) -> np.ndarray:
+def apply_in_batches(module, variables, inputs, batch_size: int = 256,
+                     apply: Callable = _apply_eval) -> np.ndarray:
   """Eval-mode `module` on (N, ...) inputs, `batch_size` at a time.
 
   Batches are padded to a power of two so that a notebook's many batch sizes
   compile only a few times; eval-mode outputs do not depend on the batch.
-  Freed memory is kept for the next batch meanwhile (`heap`).
+  Freed memory is kept for the next batch meanwhile (`heap`). `apply(module,
+  variables, batch)` computes one batch (default: `module.apply` with
+  train=False, jitted).
   """
   inputs = np.asarray(inputs)
   if batch_size < 1:
@@ -161,7 +196,7 @@ def apply_in_batches(module, variables, inputs, batch_size: int = 256
           [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:],
                            chunk.dtype)])
       outputs.append(np.asarray(
-          _apply_eval(module, variables, padded))[:len(chunk)])
+          apply(module, variables, padded))[:len(chunk)])
   return np.concatenate(outputs)
 
 
@@ -171,7 +206,8 @@ def generate_images(generator, variables, latents, batch_size: int = 256
   latents = np.asarray(latents, np.float32)
   if latents.ndim != 2:
     raise ValueError(f'latents must be (B, latent_dim), got {latents.shape}')
-  return to_uint8(apply_in_batches(generator, variables, latents, batch_size))
+  return to_uint8(apply_in_batches(generator, variables, latents, batch_size,
+                                   apply=_generate_eval))
 
 
 def sample_images(generator, variables, config, num: int, seed: int = 0,

@@ -1,0 +1,139 @@
+r"""How long the training step's matrix products take on their own.
+
+  python benchmarks/gemm_floor.py --dtype=float32 --dtype=bfloat16
+
+Compiles the reference step (batch 64, 48x48 unless told otherwise), reads the
+dots XLA kept from the optimized HLO, and times each distinct one alone: a
+jitted `dot_general` of the same shapes, dtypes and contracting dimensions,
+median of --repeats. Prints each shape with its count, then the dots' total
+GFLOP, the sum of their times alone (the GEMM floor: what the step would take
+if nothing else ran) and the step's own time (median of --repeats runs of 3
+steps), all inside `heap.reuse_freed_memory()` as the training loop runs. A
+floor near another implementation's whole step means only faster GEMMs, not
+less work around them, could beat it.
+"""
+
+import collections
+import platform
+import re
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+import reference_step
+from dcgan import heap
+from experiments.configs import avatar
+
+_DTYPE = flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Batch size.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Image size.')
+_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs of each dot.')
+
+_HLO_DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16}
+
+
+def _dims(text: str) -> tuple[int, ...]:
+  return tuple(int(d) for d in text.split(',') if d)
+
+
+def hlo_dots(hlo: str) -> collections.Counter:
+  """{(lhs, rhs, lhs_contracting, rhs_contracting): count} of the dots run.
+
+  lhs and rhs are (HLO dtype, shape). A dot inside a fusion counts once per
+  call of that fusion.
+  """
+  bodies, name = {}, None
+  for line in hlo.splitlines():
+    header = re.match(r'^(?:ENTRY )?%?([\w.\-]+) .*\{$', line)
+    if header:
+      name = header.group(1)
+      bodies[name] = []
+    elif name:
+      bodies[name].append(line)
+  calls = collections.Counter(re.findall(r'calls=%?([\w.\-]+)', hlo))
+  calls.update(e for e in bodies if hlo.find(f'ENTRY %{e} ') >= 0)
+  dots = collections.Counter()
+  for body, lines in bodies.items():
+    shapes = {}
+    for line in lines:
+      m = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = (\w+)\[([\d,]*)\]', line)
+      if m:
+        shapes[m.group(1)] = (m.group(2), _dims(m.group(3)))
+    for line in lines:
+      m = re.search(r' dot\(%?([\w.\-]+), %?([\w.\-]+)\)', line)
+      if m and calls[body]:
+        lc = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', line).group(1)
+        rc = re.search(r'rhs_contracting_dims=\{([\d,]*)\}', line).group(1)
+        key = (shapes[m.group(1)], shapes[m.group(2)], _dims(lc), _dims(rc))
+        dots[key] += calls[body]
+  return dots
+
+
+def time_dot(lhs, rhs, lc, rc, repeats: int) -> tuple[float, float]:
+  """(median seconds, FLOP) of one dot_general alone, float32 accumulation."""
+  x = jnp.ones(lhs[1], _HLO_DTYPES[lhs[0]])
+  y = jnp.ones(rhs[1], _HLO_DTYPES[rhs[0]])
+  dot = jax.jit(lambda x, y: jax.lax.dot_general(
+      x, y, ((lc, rc), ((), ())), preferred_element_type=jnp.float32))
+  out = dot(x, y).block_until_ready()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(x, y).block_until_ready()
+    seconds.append(time.perf_counter() - start)
+  contracted = 1
+  for d in lc:
+    contracted *= lhs[1][d]
+  return statistics.median(seconds), 2 * out.size * contracted
+
+
+def step_seconds(state, step, batch, rng, repeats: int) -> float:
+  state, metrics = step(state, batch, rng)  # warm-up
+  jax.block_until_ready(metrics)
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(3):
+      state, metrics = step(state, batch, rng)
+    jax.block_until_ready(metrics)
+    seconds.append((time.perf_counter() - start) / 3)
+  return statistics.median(seconds)
+
+
+def main(argv):
+  del argv
+  print(f'# {platform.node()} {platform.processor() or platform.machine()}, '
+        f'jax {jax.__version__}, backend {jax.default_backend()}')
+  for dtype in _DTYPE.value:
+    config = avatar.get_config()
+    config.batch_size, config.image_size = _BATCH_SIZE.value, _IMAGE_SIZE.value
+    config.model.dtype = dtype
+    state, step = reference_step.build(config)
+    shape = (config.batch_size, config.image_size, config.image_size, 3)
+    batch = {'image': jnp.zeros(shape, jnp.float32)}
+    rng = jax.random.key(0)
+    dots = hlo_dots(step.lower(state, batch, rng).compile().as_text())
+    with heap.reuse_freed_memory():
+      total_seconds = total_flops = 0.0
+      print(f'\n## {dtype}, batch {config.batch_size}, '
+            f'{config.image_size}x{config.image_size}')
+      print('count | lhs | rhs | contracting | ms alone | GFLOP/s')
+      for (lhs, rhs, lc, rc), count in dots.most_common():
+        seconds, flop = time_dot(lhs, rhs, lc, rc, _REPEATS.value)
+        total_seconds += count * seconds
+        total_flops += count * flop
+        print(f'{count} | {lhs[0]}{list(lhs[1])} | {rhs[0]}{list(rhs[1])} | '
+              f'{list(lc)}, {list(rc)} | {seconds * 1e3:.2f} | '
+              f'{flop / seconds / 1e9:.0f}')
+      step_time = step_seconds(state, step, batch, rng, _REPEATS.value)
+    print(f'{sum(dots.values())} dots, {total_flops / 1e9:.1f} GFLOP; '
+          f'alone they take {total_seconds * 1e3:.0f} ms; the step takes '
+          f'{step_time * 1e3:.0f} ms ({config.batch_size / step_time:.1f} '
+          f'img/s): GEMMs alone are {total_seconds / step_time:.0%} of it')
+
+
+if __name__ == '__main__':
+  app.run(main)

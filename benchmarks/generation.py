@@ -7,10 +7,11 @@ r"""Speed of sample generation: eval-mode G, latents to uint8 pixels.
 
 Prints, per setting, the median over --repeats timed runs of --batches batches
 of --batch_size samples (G runs --chunk_size latents at a time, 0: the whole
-batch at once; `sampling.generate`): samples/s, GFLOP/s (2 x multiply-adds of G's forward
-pass, as in train_step.py) and compile seconds. The images are copied to the
-host as uint8, so the figure is what a user who saves samples gets; freed
-memory is kept between batches, as `dcgan.sampling` does (`dcgan.heap`).
+batch at once; `sampling.generate`): samples/s, GFLOP/s (2 x multiply-adds of
+G's forward pass, as in train_step.py) and compile seconds. The images are
+copied to the host as uint8, so the figure is what a user who saves samples
+gets; freed memory is kept between batches, as `dcgan.sampling` does
+(`dcgan.heap`).
 """
 
 import itertools

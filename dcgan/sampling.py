@@ -133,9 +133,9 @@ def generate(generator, g_params, g_batch_stats, latents: jnp.ndarray,
   whole. Eval-mode G treats every latent on its own, so the images are the
   same either way up to float rounding (a GEMM may sum in another order for
   another row count: last bits of float32, at most one pixel level after
-  `to_uint8` in bfloat16). On 2 CPU cores, 500 latents at
-  48x48 ran ~1.05x (float32) and ~1.07x (bfloat16) faster in chunks of 20-50
-  than whole, as the column matrices stay in cache.
+  `to_uint8` in bfloat16). On 2 CPU cores, 500 latents at 48x48 ran ~1.05x
+  (float32) and ~1.07x (bfloat16) faster in chunks of 20-50 than whole, as
+  the column matrices stay in cache.
   """
   if chunk_size is not None and chunk_size < 1:
     raise ValueError(f'chunk_size must be >= 1 or None, got {chunk_size}')

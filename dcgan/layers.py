@@ -202,7 +202,7 @@ def _col2im(cols, g: _Geom, reverse: bool = False):
 
   With `reverse`, tap k is read from cols[..., kh-1-k_h, kw-1-k_w, :].
   """
-  b, oh, ow, kh, kw, c = cols.shape
+  _, oh, ow, kh, kw, _ = cols.shape
   (sh, sw), (h, w) = g.strides, g.in_hw
   if reverse:
     cols = cols[:, :, :, ::-1, ::-1, :]

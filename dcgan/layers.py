@@ -21,23 +21,24 @@ axis, with stride s, kernel size K and low padding `lo`,
     corr:    y[o] = sum_k  xpad[o*s + k] @ w[k]          (xpad[p] = x[p - lo])
     adjoint: x[i] = sum_{o, k : o*s + k = i + lo}  y[o] @ w[k]^T
 
-* corr is im2col + ONE matmul: a (B*Ho*Wo, K*K*Cin) patch matrix times the
-  kernel reshaped to (K*K*Cin, Cout). The patches are K*K slices of the
-  zero-padded input viewed as s*s phases (space-to-depth by reshape), so no
-  slice is strided and XLA writes the whole matrix in one fused loop.
-* the adjoint is col2im: ONE matmul y @ w^T of shape (B*Ho*Wo, K*K*Cin), then
-  every tap's column block is added where it belongs, one spatial axis at a
-  time (the width's taps, then the height's). Along an axis the adds are
-  grouped by output phase (i + lo) mod s: a phase receives only the taps
-  k = phase (mod s), each a plain shifted copy on the low-resolution grid (a
-  pad, no scatter), and the s phases are interleaved (depth-to-space). No
-  multiplication touches the zeros a dilated input would carry. Summing all
+* corr is im2col + ONE matmul (one per pair of tap groups, below): a (B*Ho*Wo,
+  K*K*Cin) patch matrix times the kernel reshaped to (K*K*Cin, Cout). The
+  patches are K*K slices of the zero-padded input viewed as s*s phases
+  (space-to-depth by reshape), so no slice is strided and XLA writes the whole
+  matrix in one fused loop.
+* the adjoint is col2im: ONE matmul (idem) y @ w^T of shape (B*Ho*Wo,
+  K*K*Cin), then every tap's column block is added where it belongs, one
+  spatial axis at a time (the width's taps, then the height's). Along an axis
+  the adds are grouped by output phase (i + lo) mod s: a phase receives only
+  the taps k = phase (mod s), each a plain shifted copy on the low-resolution
+  grid (a pad, no scatter), and the s phases are interleaved (depth-to-space).
+  No multiplication touches the zeros a dilated input would carry. Summing all
   K*K taps in one pass instead ran ~1.5x slower (XLA:CPU's loop over ~K*K/s^2
   padded terms an element, versus ~K/s twice); generating 500 samples got
   1.1-1.25x faster with the two passes. (A polyphase gather form, one matmul
   over a shared 3x3 window with zero-padded sub-kernels, spends 1.44x the MACs
   at 5x5 / stride 2 and was slower end to end.)
-* the kernel gradient of either is patches^T @ y: ONE matmul whose
+* the kernel gradient of either is patches^T @ y: ONE matmul (idem) whose
   contraction is M = B*Ho*Wo. It runs as y^T @ patches with y^T copied
   channel-major first: XLA:CPU hands a dot to its fast YNNPACK GEMM only when
   the lhs contracts over its last dimension, and otherwise upcasts bfloat16
@@ -49,6 +50,18 @@ axis, with stride s, kernel size K and low padding `lo`,
   phase or over a shared window, did not beat col2im in the bfloat16 step
   either: only the 128 -> 64 channel layers ran faster alone.)
 
+* taps that read the zero padding are not multiplied where that is a large
+  share of the work: at 48x48 the 3x3 layers' outputs read only 64% of their
+  (output, tap) pairs inside the input, the 6x6 ones 81%. Along each axis the
+  taps split into groups that the same outputs read inside (at 6 -> 3,
+  stride 2: tap 0 by outputs 1-2, taps 1-2 by all, taps 3-4 by 0-1); each
+  pair of groups is one matmul over just those outputs and taps. The forward
+  parts are added, the kernel gradient's blocks tiled, and col2im takes every
+  group's columns at its offset. Below SPLIT_BELOW (0.85) inside, a layer
+  splits: training one core, fp32 25.9/27.5 -> 29.2/29.6 img/s, bf16
+  48.7/46.3 -> 51.3/52.6; generating, 2 cores, fp32 813/797/851 ->
+  925/928/933 samples/s, bf16 unchanged. Splitting the 12x12 layers too
+  (90% inside) was slower, the 3x3 ones alone slower than both.
 * bfloat16 patch matrices and channel-major copies are built from the
   values' uint16 bit patterns: XLA:CPU computes bfloat16 data movement in
   float32, with converts both ways and float32 intermediates in memory. The
@@ -166,83 +179,206 @@ def _as_bits(move):
   return wrapped
 
 
-@_as_bits
-def _patches(x, g: _Geom, reverse: bool = False):
-  """im2col: (B*Ho*Wo, kh*kw*C) rows of the padded input, tap-major columns.
+class _TapGroup(NamedTuple):
+  """Taps k0..k1-1 of one axis, all read inside by outputs o0..o1-1.
 
-  With `reverse`, column block (i, j) holds tap (kh-1-i, kw-1-j).
+  Inside: from the input itself, not from its zero padding.
+  """
+  k0: int
+  k1: int
+  o0: int
+  o1: int
+
+
+def _tap_groups(n_in: int, n_out: int, k: int, s: int, lo: int):
+  """One axis's taps, grouped by the range of outputs that read them inside.
+
+  Tap t of output o reads input o*s + t - lo; consecutive taps whose in-range
+  outputs coincide form a group. Taps no output reads inside are left out.
+  """
+  groups = []
+  for t in range(k):
+    o0 = max(0, -(-(lo - t) // s))
+    o1 = min(n_out, (n_in - 1 + lo - t) // s + 1)
+    if o1 <= o0:
+      continue
+    last = groups[-1] if groups else None
+    if last and (last.o0, last.o1, last.k1) == (o0, o1, t):
+      groups[-1] = last._replace(k1=t + 1)
+    else:
+      groups.append(_TapGroup(t, t + 1, o0, o1))
+  return groups
+
+
+def _valid_share(g: _Geom) -> float:
+  """Share of (output, tap) pairs that read inside the input."""
+  share = 1.0
+  for n_in, n_out, k, s, lo in zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo):
+    share *= sum((gr.k1 - gr.k0) * (gr.o1 - gr.o0)
+                 for gr in _tap_groups(n_in, n_out, k, s, lo)) / (n_out * k)
+  return share
+
+
+# A layer splits its taps into groups (`_tap_groups`) when fewer than this
+# share of its (output, tap) pairs read inside the input and its matmuls
+# would run at least SPLIT_MIN_MACS multiply-adds unsplit. Smaller layers
+# gained nothing measurable (the test config's step, 8 images of 32x32),
+# while their extra dots took the step's compilation from 9.0 to 12.9 s.
+SPLIT_BELOW = 0.85
+SPLIT_MIN_MACS = 2**24
+
+
+def _groups(g: _Geom, batch: int, w):
+  """The tap groups of each axis that a layer's matmuls run over."""
+  macs = batch * g.out_hw[0] * g.out_hw[1] * w.size
+  if _valid_share(g) < SPLIT_BELOW and macs >= SPLIT_MIN_MACS:
+    return [_tap_groups(*axis) for axis in
+            zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo)]
+  return [[_TapGroup(0, k, 0, n)] for k, n in zip(g.k_hw, g.out_hw)]
+
+
+@_as_bits
+def _patches(x, g: _Geom, gh: _TapGroup, gw: _TapGroup,
+             reverse: bool = False):
+  """im2col: (B*Oh*Ow, Th*Tw*C) rows of the padded input, tap-major columns.
+
+  The rows are the outputs gh.o0..gh.o1-1 x gw.o0..gw.o1-1, the column blocks
+  the taps gh.k0..gh.k1-1 x gw.k0..gw.k1-1; with `reverse`, in reverse order.
   """
   b, h, w, c = x.shape
   (kh, kw), (sh, sw), (oh, ow) = g.k_hw, g.strides, g.out_hw
   # Pad (or crop) to the span the windows read, rounded up to a multiple of
   # the stride, and view it as phases: xp[b, m*s + p] = phased[b, m, p].
-  # Tap i = a*s + p then reads the contiguous rows a..a+Ho-1 of phase p, so
-  # no slice is strided.
+  # Tap i = a*s + p of outputs o0..o1-1 then reads the contiguous rows
+  # a+o0..a+o1-1 of phase p, so no slice is strided.
   mh, mw = -(-((oh - 1) * sh + kh) // sh), -(-((ow - 1) * sw + kw) // sw)
   xp = _pad(x, [(lo, m * s - lo - n)
                 for lo, m, s, n in zip(g.lo, (mh, mw), (sh, sw), (h, w))])
   phased = xp.reshape(b, mh, sh, mw, sw, c)
 
   def tap(i, j):
-    if reverse:
-      i, j = kh - 1 - i, kw - 1 - j
     (a, p), (q, r) = divmod(i, sh), divmod(j, sw)
-    return phased[:, a:a + oh, p, q:q + ow, r, :]
+    return phased[:, a + gh.o0:a + gh.o1, p, q + gw.o0:q + gw.o1, r, :]
 
+  taps_h, taps_w = range(gh.k0, gh.k1), range(gw.k0, gw.k1)
+  if reverse:
+    taps_h, taps_w = taps_h[::-1], taps_w[::-1]
   # Two nested stacks of few operands each: XLA:CPU fuses them into a single
   # loop that writes the patch matrix once (a flat concatenate of kh*kw
   # operands is not fused and costs an extra pass over memory).
-  rows = [jnp.stack([tap(i, j) for j in range(kw)], axis=3)
-          for i in range(kh)]
-  return jnp.stack(rows, axis=3).reshape(b * oh * ow, kh * kw * c)
+  rows = [jnp.stack([tap(i, j) for j in taps_w], axis=3) for i in taps_h]
+  return jnp.stack(rows, axis=3).reshape(
+      b * (gh.o1 - gh.o0) * (gw.o1 - gw.o0), len(taps_h) * len(taps_w) * c)
 
 
-def _col2im(cols, g: _Geom, reverse: bool = False):
-  """Adds cols (B, Ho, Wo, kh, kw, C) onto (B, H, W, C) at o*s + k - lo.
+def _correlate(x, part_of, g: _Geom, groups):
+  """y[o] = sum_k xpad[o*s + k] @ w[k], one matmul per pair of tap groups.
 
-  With `reverse`, tap k is read from cols[..., kh-1-k_h, kw-1-k_w, :].
+  `part_of(gh, gw)` returns the (B*Oh'*Ow', C) float32 sum over the taps
+  gh x gw of the outputs they read inside; the parts are padded to the whole
+  output grid and added, and the sum is cast to x's dtype.
   """
-  _, oh, ow, kh, kw, _ = cols.shape
+  groups_h, groups_w = groups
+  total = None
+  for gh in groups_h:
+    for gw in groups_w:
+      part = part_of(gh, gw)
+      part = part.reshape(x.shape[0], gh.o1 - gh.o0, gw.o1 - gw.o0, -1)
+      part = _pad(part, [(gh.o0, g.out_hw[0] - gh.o1),
+                         (gw.o0, g.out_hw[1] - gw.o1)])
+      total = part if total is None else total + part
+  return total.astype(x.dtype)
+
+
+def _tile(block_of, g: _Geom, groups, w, reverse: bool):
+  """The gradient of kernel w from one block per pair of tap groups.
+
+  `block_of(gh, gw)` returns the gradient of the taps gh x gw, (Th, Tw, Cin,
+  Cout), in kernel order: with `reverse` the kernel's tap K-1-k is the
+  correlation's tap k. Taps no output reads inside get zeros.
+  """
+  def segments(groups, k):
+    spans = sorted(((k - gr.k1, k - gr.k0) if reverse else (gr.k0, gr.k1), i)
+                   for i, gr in enumerate(groups))
+    out, at = [], 0
+    for (start, stop), i in spans:
+      if start > at:
+        out.append((start - at, None))
+      out.append((stop - start, i))
+      at = stop
+    if at < k:
+      out.append((k - at, None))
+    return out
+
+  groups_h, groups_w = groups
+  rows = []
+  for th, i in segments(groups_h, g.k_hw[0]):
+    row = []
+    for tw, j in segments(groups_w, g.k_hw[1]):
+      if i is None or j is None:
+        row.append(jnp.zeros((th, tw, *w.shape[2:]), w.dtype))
+      else:
+        row.append(block_of(groups_h[i], groups_w[j]).astype(w.dtype))
+    rows.append(jnp.concatenate(row, axis=1) if len(row) > 1 else row[0])
+  return jnp.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+
+
+def _overlap_add(pieces, axis, tap_axis, s, m):
+  """Sums pieces' taps at o*s + k along `axis`, giving m*s positions.
+
+  Each piece is (x, o0, k0): x's entries along `axis` are outputs o0, o0+1,
+  ... and along `tap_axis` taps k0, k0+1, .... Tap k of output o lands on
+  phase k mod s at low-resolution offset o + k // s: a shifted copy, no
+  scatter. The s phases are then interleaved (depth-to-space).
+  """
+  x0 = pieces[0][0]
+  shape = list(x0.shape)
+  shape[axis] = m
+  del shape[tap_axis]
+  phases = [[] for _ in range(s)]
+  for x, o0, k0 in pieces:
+    n = x.shape[axis]
+    for t in range(x.shape[tap_axis]):
+      k = k0 + t
+      pads = [(0, 0, 0)] * (x.ndim - 1)
+      pads[axis] = (o0 + k // s, m - n - o0 - k // s, 0)
+      phases[k % s].append(lax.pad(lax.index_in_dim(x, t, tap_axis, False),
+                                   jnp.zeros((), x.dtype), pads))
+  # A phase no tap lands on (kernel smaller than the stride) stays zero.
+  summed = [functools.reduce(jnp.add, p) if p else jnp.zeros(shape, x0.dtype)
+            for p in phases]
+  stacked = jnp.stack(summed, axis=axis + 1)
+  return stacked.reshape(*stacked.shape[:axis], m * s,
+                         *stacked.shape[axis + 2:])
+
+
+def _adjoint(y, cols_of, g: _Geom, groups):
+  """x[i] = sum_{o, k : o*s + k = i + lo} cols[o, k]: col2im of the matmuls.
+
+  `cols_of(y_block, gh, gw)` returns the float32 (B, Oh', Ow', Th, Tw, C)
+  columns of the taps gh x gw for y_block, the outputs they read inside.
+  The result is cast to y's dtype.
+  """
   (sh, sw), (h, w) = g.strides, g.in_hw
-  if reverse:
-    cols = cols[:, :, :, ::-1, ::-1, :]
+  (oh, ow), (kh, kw) = g.out_hw, g.k_hw
   # Low-resolution rows per phase so that phase r, row m is padded position
   # m*s + r; enough rows for every window and for the whole input.
   mh = -(-max(g.lo[0] + h, (oh - 1) * sh + kh) // sh)
   mw = -(-max(g.lo[1] + w, (ow - 1) * sw + kw) // sw)
-
-  def overlap_add(x, axis, tap_axis, s, m):
-    """Sums the taps (along `tap_axis`) of x at o*s + k along `axis`.
-
-    Tap k = r + s*j lands on phase r at low-resolution offset j: a shifted
-    copy, no scatter. The s phases are then interleaved (depth-to-space), so
-    `axis` grows from its n outputs to m*s positions.
-    """
-    n = x.shape[axis]
-    phases = []
-    for r in range(s):
-      shifted = []
-      for k in range(r, x.shape[tap_axis], s):
-        pads = [(0, 0, 0)] * (x.ndim - 1)
-        pads[axis] = (k // s, m - n - k // s, 0)
-        shifted.append(lax.pad(lax.index_in_dim(x, k, tap_axis, False),
-                               jnp.zeros((), x.dtype), pads))
-      if not shifted:  # no tap on this phase (kernel smaller than stride)
-        shape = list(x.shape)
-        shape[axis] = m
-        del shape[tap_axis]
-        shifted.append(jnp.zeros(shape, x.dtype))
-      phases.append(functools.reduce(jnp.add, shifted))
-    stacked = jnp.stack(phases, axis=axis + 1)
-    return stacked.reshape(*stacked.shape[:axis], m * s,
-                           *stacked.shape[axis + 2:])
-
-  # The kw taps along the width first, giving (B, Ho, mw*sw, kh, C), then
-  # the kh taps along the height (why two passes: the module docstring).
-  rows = overlap_add(cols, 2, 4, sw, mw)
-  full = overlap_add(rows, 1, 3, sh, mh)
+  groups_h, groups_w = groups
+  row_pieces = []
+  for gh in groups_h:
+    pieces = []
+    for gw in groups_w:
+      block = y[:, gh.o0:gh.o1, gw.o0:gw.o1]
+      cols = cols_of(block, gh, gw)
+      pieces.append((cols, gw.o0, gw.k0))
+    # The width's taps first, giving (B, Oh', mw*sw, Th, C), then the
+    # height's (why two passes: the module docstring).
+    row_pieces.append((_overlap_add(pieces, 2, 4, sw, mw), gh.o0, gh.k0))
+  full = _overlap_add(row_pieces, 1, 3, sh, mh)
   return _pad(full, [(-lo, lo + n - m * s) for lo, n, m, s in
-                     zip(g.lo, (h, w), (mh, mw), (sh, sw))])
+                     zip(g.lo, (h, w), (mh, mw), (sh, sw))]).astype(y.dtype)
 
 
 # ------------------------------------------------------------------ Conv --
@@ -250,17 +386,23 @@ def _col2im(cols, g: _Geom, reverse: bool = False):
 
 
 def _conv_forward(x, w, g: _Geom):
-  w = w.astype(x.dtype)
-  y = _dot(_patches(x, g), w.reshape(-1, w.shape[-1]), (1,), (0,))
-  return y.reshape(x.shape[0], *g.out_hw, w.shape[-1]).astype(x.dtype)
+  def part_of(gh, gw):
+    wt = w[gh.k0:gh.k1, gw.k0:gw.k1].astype(x.dtype)
+    return _dot(_patches(x, g, gh, gw), wt.reshape(-1, w.shape[-1]),
+                (1,), (0,))
+
+  return _correlate(x, part_of, g, _groups(g, x.shape[0], w))
 
 
 def _conv_input_grad(dy, w, g: _Geom):
-  kh, kw, cin, cout = w.shape
-  w = w.astype(dy.dtype)
-  cols = _dot(dy.reshape(-1, cout), w.reshape(-1, cout), (1,), (1,))
-  cols = cols.reshape(*dy.shape[:3], kh, kw, cin)
-  return _col2im(cols, g).astype(dy.dtype)
+  cin, cout = w.shape[2:]
+
+  def cols_of(block, gh, gw):
+    wt = w[gh.k0:gh.k1, gw.k0:gw.k1].astype(dy.dtype)
+    cols = _dot(block.reshape(-1, cout), wt.reshape(-1, cout), (1,), (1,))
+    return cols.reshape(*block.shape[:3], *wt.shape[:2], cin)
+
+  return _adjoint(dy, cols_of, g, _groups(g, dy.shape[0], w))
 
 
 @_as_bits
@@ -280,9 +422,15 @@ def _transposed_rows(a):
 
 
 def _conv_kernel_grad(x, dy, w, g: _Geom):
-  kh, kw, cin, cout = w.shape
-  dw = _dot(_transposed_rows(dy), _patches(x, g), (1,), (0,))
-  return dw.reshape(cout, kh, kw, cin).transpose(1, 2, 3, 0).astype(w.dtype)
+  cin, cout = w.shape[2:]
+
+  def block_of(gh, gw):
+    dyt = _transposed_rows(dy[:, gh.o0:gh.o1, gw.o0:gw.o1])
+    dw = _dot(dyt, _patches(x, g, gh, gw), (1,), (0,))
+    return dw.reshape(cout, gh.k1 - gh.k0, gw.k1 - gw.k0, cin).transpose(
+        1, 2, 3, 0)
+
+  return _tile(block_of, g, _groups(g, x.shape[0], w), w, reverse=False)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -310,26 +458,43 @@ _conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
 
 def _conv_t_forward(x, w, g: _Geom):
   kh, kw, cin, cout = w.shape
-  w3 = w.astype(x.dtype).reshape(kh * kw, cin, cout)
-  cols = _dot(x.reshape(-1, cin), w3, (1,), (1,))  # (M, kh*kw, Cout)
-  cols = cols.reshape(*x.shape[:3], kh, kw, cout)
-  return _col2im(cols, g, reverse=True).astype(x.dtype)
+
+  def cols_of(block, gh, gw):
+    # Correlation tap k is kernel tap K-1-k: slice the kernel's taps, then
+    # read the columns back in correlation order.
+    wt = w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
+    w3 = wt.astype(x.dtype).reshape(-1, cin, cout)
+    cols = _dot(block.reshape(-1, cin), w3, (1,), (1,))  # (M, taps, Cout)
+    cols = cols.reshape(*block.shape[:3], *wt.shape[:2], cout)
+    return cols[:, :, :, ::-1, ::-1, :]
+
+  return _adjoint(x, cols_of, g, _groups(g, x.shape[0], w))
 
 
 def _conv_t_input_grad(dy, w, g: _Geom):
   kh, kw, cin, cout = w.shape
-  patches = _patches(dy, g, reverse=True).reshape(-1, kh * kw, cout)
-  w3 = w.astype(dy.dtype).reshape(kh * kw, cin, cout)
-  dx = _dot(patches, w3, (1, 2), (0, 2))
-  return dx.reshape(dy.shape[0], *g.out_hw, cin).astype(dy.dtype)
+
+  def part_of(gh, gw):
+    wt = w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
+    w3 = wt.astype(dy.dtype).reshape(-1, cin, cout)
+    patches = _patches(dy, g, gh, gw, reverse=True)
+    return _dot(patches.reshape(-1, w3.shape[0], cout), w3, (1, 2), (0, 2))
+
+  return _correlate(dy, part_of, g, _groups(g, dy.shape[0], w))
 
 
 def _conv_t_kernel_grad(x, dy, w, g: _Geom):
-  kh, kw, cin, cout = w.shape
-  # (Cin, kh*kw*Cout) keeps Cout innermost, so the re-layout to
-  # (kh, kw, Cin, Cout) moves whole Cout rows, not single floats.
-  dw = _dot(_transposed_rows(x), _patches(dy, g, reverse=True), (1,), (0,))
-  return dw.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3).astype(w.dtype)
+  cin, cout = w.shape[2:]
+
+  def block_of(gh, gw):
+    # (Cin, Th*Tw*Cout) keeps Cout innermost, so the re-layout to
+    # (Th, Tw, Cin, Cout) moves whole Cout rows, not single floats.
+    xt = _transposed_rows(x[:, gh.o0:gh.o1, gw.o0:gw.o1])
+    dw = _dot(xt, _patches(dy, g, gh, gw, reverse=True), (1,), (0,))
+    return dw.reshape(cin, gh.k1 - gh.k0, gw.k1 - gw.k0, cout).transpose(
+        1, 2, 0, 3)
+
+  return _tile(block_of, g, _groups(g, x.shape[0], w), w, reverse=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

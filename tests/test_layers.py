@@ -19,10 +19,20 @@ GRID = {
     (1, 5): ((12, 'SAME'), (64, 'VALID')),
     (2, 3): ((24, 'SAME'), (4, 'VALID')),
     (2, 4): ((8, 'SAME'), (12, 'VALID')),
-    (2, 5): ((3, 'SAME'), (48, 'SAME'), (6, 'VALID')),
+    # Size 2: three of the five taps never read inside the input.
+    (2, 5): ((3, 'SAME'), (48, 'SAME'), (6, 'VALID'), (2, 'SAME')),
     # A kernel narrower than the stride: some output phases get no tap.
     (3, 2): ((7, 'SAME'), (9, 'VALID')),
 }
+
+
+DEFAULT_SPLIT_MIN_MACS = layers.SPLIT_MIN_MACS
+
+
+@pytest.fixture(autouse=True)
+def _split_small_layers(monkeypatch):
+  """Small test layers split their taps too, as the large ones do."""
+  monkeypatch.setattr(layers, 'SPLIT_MIN_MACS', 0)
 
 
 @pytest.fixture(autouse=True)
@@ -219,21 +229,26 @@ def _primitives(fn, *args):
 
 
 @pytest.mark.parametrize('name', LAYERS)
-def test_matmul_path_dots_contract_trailing_lhs_dims(name):
+@pytest.mark.parametrize('size,groups', [(24, 1), (6, 9)])
+def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
   """Every dot contracts the trailing dims of its lhs (forward and backward).
 
   XLA:CPU runs only such dots as its fast GEMM; others (e.g. a kernel
   gradient written as patches^T @ dy) get bfloat16 operands upcast to float32
-  and run slower than the float32 model.
+  and run slower than the float32 model. Conv from 6x6 to 3x3 and transposed
+  conv from 3x3 to 6x6 split their taps into 3 x 3 groups, each with its own
+  dots; 24x24 to 12x12 and back stay whole.
   """
   module = LAYERS[name](8, (5, 5), (2, 2), dtype=jnp.bfloat16, impl='matmul')
-  x = jnp.ones((2, 6, 6, 4))
+  size = size if name == 'conv' else size // 2
+  x = jnp.ones((2, size, size, 4))
   params = {'params': {'kernel': jnp.ones((5, 5, 4, 8)),
                        'bias': jnp.ones((8,))}}
   loss = lambda p, x: jnp.sum(module.apply(p, x).astype(jnp.float32) ** 2)
   dots = [eqn for eqn in _equations(jax.grad(loss, argnums=(0, 1)), params, x)
           if eqn.primitive.name == 'dot_general']
-  assert len(dots) == 3  # forward, input gradient, kernel gradient
+  # forward, input gradient, kernel gradient: one dot per pair of groups
+  assert len(dots) == 3 * groups
   for eqn in dots:
     (lhs_contract, _), (lhs_batch, _) = eqn.params['dimension_numbers']
     ndim = eqn.invars[0].aval.ndim
@@ -249,15 +264,19 @@ def test_bfloat16_patches_move_bit_patterns(reverse):
   XLA:CPU would run a bfloat16 pad/stack as float32 with converts both ways.
   """
   g = layers._Geom((12, 12), (6, 6), (5, 5), (2, 2), (1, 1))
+  gh = layers._TapGroup(0, 5, 0, 6)
+  gw = layers._groups(g, 2, jnp.ones((5, 5, 8, 8)))[1][2]
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, 12, 8)),
                   jnp.bfloat16)
-  patches = jax.jit(layers._patches, static_argnums=(1, 2))(x, g, reverse)
-  expected = layers._patches(x.astype(jnp.float32), g, reverse)
+  patches = jax.jit(layers._patches, static_argnums=(1, 2, 3, 4))(
+      x, g, gh, gw, reverse)
+  expected = layers._patches(x.astype(jnp.float32), g, gh, gw, reverse)
   assert patches.dtype == jnp.bfloat16
+  assert patches.shape == (2 * 6 * 5, 5 * 2 * 8)
   np.testing.assert_array_equal(np.asarray(patches, np.float32),
                                 np.asarray(expected))
   moves = [(prim, dtypes) for prim, dtypes in
-           _primitives(lambda x: layers._patches(x, g, reverse), x)
+           _primitives(lambda x: layers._patches(x, g, gh, gw, reverse), x)
            if prim in ('pad', 'concatenate', 'slice', 'squeeze',
                        'broadcast_in_dim', 'reshape')]
   assert moves and all(dtypes == (jnp.uint16,) for _, dtypes in moves), moves
@@ -320,3 +339,66 @@ def test_bad_padding_raises(name):
   with pytest.raises(ValueError, match='padding'):
     LAYERS[name](4, (3, 3), padding='CIRCULAR', impl='matmul').init(
         jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+
+
+def _geometries():
+  """The _Geom of every correlation the GRID's layers run."""
+  found = []
+  for (stride, kernel), cases in GRID.items():
+    for size, padding in cases:
+      pads = jax.lax.padtype_to_pads((size,) * 2, (kernel,) * 2,
+                                     (stride,) * 2, padding)
+      out = (size + sum(pads[0]) - kernel) // stride + 1
+      found.append(layers._Geom((size,) * 2, (out,) * 2, (kernel,) * 2,
+                                (stride,) * 2, (pads[0][0],) * 2))
+      lo, hi = layers._conv_transpose_pads(kernel, stride, padding)
+      t_out = (size - 1) * stride + lo + hi - kernel + 2
+      found.append(layers._Geom((t_out,) * 2, (size,) * 2, (kernel,) * 2,
+                                (stride,) * 2, (kernel - 1 - lo,) * 2))
+  return found
+
+
+@pytest.mark.parametrize('g', _geometries())
+def test_tap_groups_cover_exactly_the_taps_read_inside(g):
+  """Each (output, tap) pair reading inside the input is in one group."""
+  n_in, n_out, k, s, lo = (g.in_hw[0], g.out_hw[0], g.k_hw[0], g.strides[0],
+                           g.lo[0])
+  inside = {(o, t) for o in range(n_out) for t in range(k)
+            if 0 <= o * s + t - lo < n_in}
+  pairs = [(o, t) for gr in layers._tap_groups(n_in, n_out, k, s, lo)
+           for o in range(gr.o0, gr.o1) for t in range(gr.k0, gr.k1)]
+  assert len(pairs) == len(set(pairs)) and set(pairs) == inside
+  assert layers._valid_share(g) == pytest.approx(
+      (len(inside) / (n_out * k)) ** 2)
+
+
+def test_reference_layers_skip_the_taps_in_the_padding():
+  """At 48x48 the 3x3 and 6x6 layers multiply only what they read inside.
+
+  Their tap splits cut the forward matmuls to 64% and 81% of the dense
+  count (the 12x12 and 24x24 layers, 90% and 95% inside, stay whole).
+  """
+  for size, per_axis in ((6, 0.8), (12, 0.9), (24, 0.95), (48, 0.975)):
+    inside = per_axis ** 2
+    g = layers._Geom((size,) * 2, (size // 2,) * 2, (5, 5), (2, 2), (1, 1))
+    assert layers._valid_share(g) == pytest.approx(inside)
+    kernel = jnp.ones((5, 5, 8, 16))
+    split = len(layers._groups(g, 2, kernel)[0]) > 1
+    assert split == (inside < layers.SPLIT_BELOW)
+    module = layers.Conv(16, (5, 5), (2, 2), impl='matmul')
+    x = jnp.ones((2, size, size, 8))
+    params = {'params': {'kernel': kernel, 'bias': jnp.zeros((16,))}}
+    macs = sum(np.prod(eqn.invars[0].aval.shape) * eqn.outvars[0].aval.shape[-1]
+               for eqn in _equations(module.apply, params, x)
+               if eqn.primitive.name == 'dot_general')
+    dense = 2 * (size // 2) ** 2 * 25 * 8 * 16
+    assert macs == pytest.approx(dense * (inside if split else 1.0))
+
+
+def test_only_layers_with_enough_work_split(monkeypatch):
+  """The reference 3x3 layer splits; the same shape with 8 channels not."""
+  monkeypatch.setattr(layers, 'SPLIT_MIN_MACS', DEFAULT_SPLIT_MIN_MACS)
+  g = layers._Geom((6, 6), (3, 3), (5, 5), (2, 2), (1, 1))
+  for batch, cin, cout, split in ((64, 256, 512, True), (8, 8, 16, False)):
+    kernel = np.broadcast_to(np.float32(0), (5, 5, cin, cout))
+    assert (len(layers._groups(g, batch, kernel)[0]) > 1) == split

@@ -3,8 +3,10 @@
 Counting rule: 2 x multiply-adds of the conv and dense layers that a step
 runs. A forward pass counts 1x; a backward pass 2x (input and weight
 gradients), or 1x through D in a G update (D's weights are held fixed there,
-so only input gradients are computed). XLA's cost analysis of the compiled
-reference-recipe step agrees within 1% (see `iteration_flops`).
+so only input gradients are computed). Layers count densely, taps that
+read zero padding included, which `dcgan.layers` skips in its smallest
+layers (as PyTorch's oneDNN convolutions do): the rule is the same
+yardstick for both, not the multiplications either runs.
 """
 
 
@@ -35,8 +37,9 @@ def iteration_flops(config) -> float:
   input-gradient backward (3 G + 2 D), except that with g_reuse_latents the
   first G update reuses the D update's G forward (`dcgan.train.Updates`).
   At the reference recipe this is 187.2 GFLOP per step of 64 images; XLA's
-  `cost_analysis()` of the compiled step says 187.4 (it also counts the
-  elementwise work).
+  `cost_analysis()` of the compiled step said 187.4 (it also counts the
+  elementwise work) while every layer multiplied its padding; the step's
+  dots now run 153.2 (benchmarks/gemm_floor.py).
   """
   g, d = forward_flops(config)
   n = config.g_steps_per_d_step

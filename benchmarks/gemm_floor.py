@@ -9,8 +9,9 @@ median of --repeats. Prints each shape with its count, then the dots' total
 GFLOP, the sum of their times alone (the GEMM floor: what the step would take
 if nothing else ran) and the step's own time (median of --repeats runs of 3
 steps), all inside `heap.reuse_freed_memory()` as the training loop runs. A
-floor near another implementation's whole step means only faster GEMMs, not
-less work around them, could beat it.
+floor near another implementation's whole step means only faster GEMMs or
+fewer multiplications (such as the taps that read zero padding), not less
+work around them, could beat it.
 """
 
 import collections

@@ -231,10 +231,22 @@ SPLIT_MIN_MACS = 2**24
 def _groups(g: _Geom, batch: int, w):
   """The tap groups of each axis that a layer's matmuls run over."""
   macs = batch * g.out_hw[0] * g.out_hw[1] * w.size
-  if _valid_share(g) < SPLIT_BELOW and macs >= SPLIT_MIN_MACS:
+  # (A share of 0, no tap ever read inside, leaves no groups: run it dense.)
+  if 0 < _valid_share(g) < SPLIT_BELOW and macs >= SPLIT_MIN_MACS:
     return [_tap_groups(*axis) for axis in
             zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo)]
   return [[_TapGroup(0, k, 0, n)] for k, n in zip(g.k_hw, g.out_hw)]
+
+
+def _kernel_taps(w, gh: _TapGroup, gw: _TapGroup, reverse: bool = False):
+  """The kernel's slice for correlation taps gh x gw, in kernel order.
+
+  With `reverse`, correlation tap k is the kernel's tap K-1-k.
+  """
+  kh, kw = w.shape[:2]
+  if reverse:
+    return w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
+  return w[gh.k0:gh.k1, gw.k0:gw.k1]
 
 
 @_as_bits
@@ -387,7 +399,7 @@ def _adjoint(y, cols_of, g: _Geom, groups):
 
 def _conv_forward(x, w, g: _Geom):
   def part_of(gh, gw):
-    wt = w[gh.k0:gh.k1, gw.k0:gw.k1].astype(x.dtype)
+    wt = _kernel_taps(w, gh, gw).astype(x.dtype)
     return _dot(_patches(x, g, gh, gw), wt.reshape(-1, w.shape[-1]),
                 (1,), (0,))
 
@@ -398,7 +410,7 @@ def _conv_input_grad(dy, w, g: _Geom):
   cin, cout = w.shape[2:]
 
   def cols_of(block, gh, gw):
-    wt = w[gh.k0:gh.k1, gw.k0:gw.k1].astype(dy.dtype)
+    wt = _kernel_taps(w, gh, gw).astype(dy.dtype)
     cols = _dot(block.reshape(-1, cout), wt.reshape(-1, cout), (1,), (1,))
     return cols.reshape(*block.shape[:3], *wt.shape[:2], cin)
 
@@ -457,12 +469,12 @@ _conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
 
 
 def _conv_t_forward(x, w, g: _Geom):
-  kh, kw, cin, cout = w.shape
+  cin, cout = w.shape[2:]
 
   def cols_of(block, gh, gw):
-    # Correlation tap k is kernel tap K-1-k: slice the kernel's taps, then
-    # read the columns back in correlation order.
-    wt = w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
+    # The columns come out in kernel order: read them back in correlation
+    # order.
+    wt = _kernel_taps(w, gh, gw, reverse=True)
     w3 = wt.astype(x.dtype).reshape(-1, cin, cout)
     cols = _dot(block.reshape(-1, cin), w3, (1,), (1,))  # (M, taps, Cout)
     cols = cols.reshape(*block.shape[:3], *wt.shape[:2], cout)
@@ -472,11 +484,11 @@ def _conv_t_forward(x, w, g: _Geom):
 
 
 def _conv_t_input_grad(dy, w, g: _Geom):
-  kh, kw, cin, cout = w.shape
+  cin, cout = w.shape[2:]
 
   def part_of(gh, gw):
-    wt = w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
-    w3 = wt.astype(dy.dtype).reshape(-1, cin, cout)
+    wt = _kernel_taps(w, gh, gw, reverse=True).astype(dy.dtype)
+    w3 = wt.reshape(-1, cin, cout)
     patches = _patches(dy, g, gh, gw, reverse=True)
     return _dot(patches.reshape(-1, w3.shape[0], cout), w3, (1, 2), (0, 2))
 

@@ -109,6 +109,13 @@ def test_explicit_padding(name, padding):
   _compare(name, 2, 5, 7, padding)
 
 
+def test_conv_that_reads_only_padding():
+  """Stride 5 over 2 + 2 + 2 positions reads padding only: y is the bias."""
+  g = layers._Geom((2, 2), (2, 2), (1, 1), (5, 5), (2, 2))
+  assert layers._valid_share(g) == 0
+  _compare('conv', 5, 1, 2, ((2, 2), (2, 2)))
+
+
 @pytest.mark.parametrize('name', LAYERS)
 def test_rectangular_input_kernel_and_strides(name):
   _compare(name, (2, 1), (5, 4), None, 'SAME', shape=(12, 9))

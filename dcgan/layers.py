@@ -57,11 +57,12 @@ axis, with stride s, kernel size K and low padding `lo`,
   stride 2: tap 0 by outputs 1-2, taps 1-2 by all, taps 3-4 by 0-1); each
   pair of groups is one matmul over just those outputs and taps. The forward
   parts are added, the kernel gradient's blocks tiled, and col2im takes every
-  group's columns at its offset. Below SPLIT_BELOW (0.85) inside, a layer
-  splits: training one core, fp32 25.9/27.5 -> 29.2/29.6 img/s, bf16
-  48.7/46.3 -> 51.3/52.6; generating, 2 cores, fp32 813/797/851 ->
-  925/928/933 samples/s, bf16 unchanged. Splitting the 12x12 layers too
-  (90% inside) was slower, the 3x3 ones alone slower than both.
+  group's columns at its offset. Below SPLIT_BELOW (0.85) inside, and with
+  at least SPLIT_MIN_MACS of work, a layer splits: training one core, fp32
+  25.9/27.5 -> 29.2/29.6 img/s, bf16 48.7/46.3 -> 51.3/52.6; generating, 2
+  cores, fp32 813/797/851 -> 925/928/933 samples/s, bf16 unchanged.
+  Splitting the 12x12 layers too (90% inside), or along their height only,
+  was slower, the 3x3 ones alone slower than both.
 * bfloat16 patch matrices and channel-major copies are built from the
   values' uint16 bit patterns: XLA:CPU computes bfloat16 data movement in
   float32, with converts both ways and float32 intermediates in memory. The

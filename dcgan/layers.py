@@ -211,12 +211,18 @@ def _tap_groups(n_in: int, n_out: int, k: int, s: int, lo: int):
   return groups
 
 
+def _inside_groups(g: _Geom):
+  """`_tap_groups` of each spatial axis of g."""
+  return [_tap_groups(*axis)
+          for axis in zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo)]
+
+
 def _valid_share(g: _Geom) -> float:
   """Share of (output, tap) pairs that read inside the input."""
   share = 1.0
-  for n_in, n_out, k, s, lo in zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo):
-    share *= sum((gr.k1 - gr.k0) * (gr.o1 - gr.o0)
-                 for gr in _tap_groups(n_in, n_out, k, s, lo)) / (n_out * k)
+  for groups, n_out, k in zip(_inside_groups(g), g.out_hw, g.k_hw):
+    share *= sum((gr.k1 - gr.k0) * (gr.o1 - gr.o0) for gr in groups) / (
+        n_out * k)
   return share
 
 
@@ -234,8 +240,7 @@ def _groups(g: _Geom, batch: int, w):
   macs = batch * g.out_hw[0] * g.out_hw[1] * w.size
   # (A share of 0, no tap ever read inside, leaves no groups: run it dense.)
   if 0 < _valid_share(g) < SPLIT_BELOW and macs >= SPLIT_MIN_MACS:
-    return [_tap_groups(*axis) for axis in
-            zip(g.in_hw, g.out_hw, g.k_hw, g.strides, g.lo)]
+    return _inside_groups(g)
   return [[_TapGroup(0, k, 0, n)] for k, n in zip(g.k_hw, g.out_hw)]
 
 
@@ -558,6 +563,28 @@ add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 # --------------------------------------------------------- the two layers --
 
 
+def _conv_geom(in_hw, k_hw, strides, pads) -> _Geom:
+  """The correlation a convolution with explicit (lo, hi) pads runs."""
+  out_hw = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
+                 zip(in_hw, pads, k_hw, strides))
+  return _Geom(tuple(in_hw), out_hw, tuple(k_hw), tuple(strides),
+               tuple(lo for lo, _ in pads))
+
+
+def _conv_t_geom(in_hw, k_hw, strides, pads) -> _Geom:
+  """The correlation whose adjoint a transposed convolution runs.
+
+  `lax.conv_transpose` with (lo, hi) pads is a stride-1 convolution of the
+  s-dilated input, of output (n-1)*s + 1 + lo + hi - k + 1. It equals the
+  adjoint of a correlation from that output back to the input with the
+  flipped, in/out-swapped kernel and low padding k - 1 - lo.
+  """
+  out_hw = tuple((n - 1) * s + lo + hi - k + 2 for n, (lo, hi), k, s in
+                 zip(in_hw, pads, k_hw, strides))
+  return _Geom(out_hw, tuple(in_hw), tuple(k_hw), tuple(strides),
+               tuple(k - 1 - lo for k, (lo, _) in zip(k_hw, pads)))
+
+
 def conv(x, kernel, strides, padding, impl: str):
   """`lax.conv_general_dilated(x, kernel, strides, padding)`, NHWC/HWIO.
 
@@ -573,11 +600,7 @@ def conv(x, kernel, strides, padding, impl: str):
   if resolve_impl(impl) == 'xla':
     return lax.conv_general_dilated(x, kernel.astype(x.dtype), strides, pads,
                                     dimension_numbers=_DIMENSION_NUMBERS)
-  out_hw = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
-                 zip(x.shape[1:3], pads, k_hw, strides))
-  g = _Geom(tuple(x.shape[1:3]), out_hw, tuple(k_hw), tuple(strides),
-            tuple(lo for lo, _ in pads))
-  return _conv_matmul(x, kernel, g)
+  return _conv_matmul(x, kernel, _conv_geom(x.shape[1:3], k_hw, strides, pads))
 
 
 def conv_transpose(x, kernel, strides, padding, impl: str):
@@ -595,14 +618,8 @@ def conv_transpose(x, kernel, strides, padding, impl: str):
   if resolve_impl(impl) == 'xla':
     return lax.conv_transpose(x, kernel.astype(x.dtype), strides, pads,
                               dimension_numbers=_DIMENSION_NUMBERS)
-  # Output of the dilated convolution lax runs: (n-1)*s + 1 + lo + hi - k + 1.
-  out_hw = tuple((n - 1) * s + lo + hi - k + 2 for n, (lo, hi), k, s in
-                 zip(x.shape[1:3], pads, k_hw, strides))
-  # It equals the adjoint of a correlation from the output back to x with the
-  # flipped, in/out-swapped kernel and low padding k - 1 - lo.
-  g = _Geom(out_hw, tuple(x.shape[1:3]), tuple(k_hw), tuple(strides),
-            tuple(k - 1 - lo for k, (lo, _) in zip(k_hw, pads)))
-  return _conv_t_matmul(x, kernel, g)
+  return _conv_t_matmul(x, kernel,
+                        _conv_t_geom(x.shape[1:3], k_hw, strides, pads))
 
 
 class _ConvBase(nn.Module):

@@ -353,15 +353,11 @@ def _geometries():
   found = []
   for (stride, kernel), cases in GRID.items():
     for size, padding in cases:
-      pads = jax.lax.padtype_to_pads((size,) * 2, (kernel,) * 2,
-                                     (stride,) * 2, padding)
-      out = (size + sum(pads[0]) - kernel) // stride + 1
-      found.append(layers._Geom((size,) * 2, (out,) * 2, (kernel,) * 2,
-                                (stride,) * 2, (pads[0][0],) * 2))
-      lo, hi = layers._conv_transpose_pads(kernel, stride, padding)
-      t_out = (size - 1) * stride + lo + hi - kernel + 2
-      found.append(layers._Geom((t_out,) * 2, (size,) * 2, (kernel,) * 2,
-                                (stride,) * 2, (kernel - 1 - lo,) * 2))
+      hw, k_hw, strides = (size,) * 2, (kernel,) * 2, (stride,) * 2
+      pads = jax.lax.padtype_to_pads(hw, k_hw, strides, padding)
+      found.append(layers._conv_geom(hw, k_hw, strides, pads))
+      pads = [layers._conv_transpose_pads(kernel, stride, padding)] * 2
+      found.append(layers._conv_t_geom(hw, k_hw, strides, pads))
   return found
 
 

@@ -38,6 +38,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import optax
 
+import reference_step
 from dcgan import layers
 from dcgan import models
 
@@ -82,15 +83,6 @@ def block(tree):
   return tree
 
 
-def median_seconds(fn, args, repeats):
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    block(fn(*args))
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts)
-
-
 def layer_macs(cls, size, cin, cout, batch):
   """Multiply-adds: per output pixel (conv) or per input pixel (transposed)."""
   out = size // 2 if cls is layers.Conv else size
@@ -122,10 +114,10 @@ def bench_layers(args, impls, dtype):
         y, vjp = jax.vjp(module.apply, params, x)
         return y, vjp(cotangent)
 
-      block(fwd(params, x))
-      block(fwd_bwd(params, x, cotangent))
-      t_f = median_seconds(fwd, (params, x), args.repeats)
-      t_fb = median_seconds(fwd_bwd, (params, x, cotangent), args.repeats)
+      t_f = reference_step.median_seconds(
+          lambda: block(fwd(params, x)), args.repeats)
+      t_fb = reference_step.median_seconds(
+          lambda: block(fwd_bwd(params, x, cotangent)), args.repeats)
       times.append((t_f, t_fb))
       row += (f' {t_f:7.4f} ({flops / t_f / 1e9:4.0f})'
               f' {t_fb:7.4f} ({3 * flops / t_fb / 1e9:4.0f})')

@@ -17,8 +17,6 @@ work around them, could beat it.
 import collections
 import platform
 import re
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -79,29 +77,24 @@ def time_dot(lhs, rhs, lc, rc, repeats: int) -> tuple[float, float]:
   y = jnp.ones(rhs[1], _HLO_DTYPES[rhs[0]])
   dot = jax.jit(lambda x, y: jax.lax.dot_general(
       x, y, ((lc, rc), ((), ())), preferred_element_type=jnp.float32))
-  out = dot(x, y).block_until_ready()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(x, y).block_until_ready()
-    seconds.append(time.perf_counter() - start)
+  out = dot(x, y)  # held while timing, as before each timed call
+  seconds = reference_step.median_seconds(
+      lambda: dot(x, y).block_until_ready(), repeats)
   contracted = 1
   for d in lc:
     contracted *= lhs[1][d]
-  return statistics.median(seconds), 2 * out.size * contracted
+  return seconds, 2 * out.size * contracted
 
 
 def step_seconds(state, step, batch, rng, repeats: int) -> float:
-  state, metrics = step(state, batch, rng)  # warm-up
-  jax.block_until_ready(metrics)
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+  """Median seconds of one step, timed in runs of 3."""
+  def three_steps():
+    nonlocal state
     for _ in range(3):
       state, metrics = step(state, batch, rng)
     jax.block_until_ready(metrics)
-    seconds.append((time.perf_counter() - start) / 3)
-  return statistics.median(seconds)
+
+  return reference_step.median_seconds(three_steps, repeats) / 3
 
 
 def main(argv):

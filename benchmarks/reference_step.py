@@ -1,4 +1,5 @@
-"""What the speed benchmarks share: the jitted training step and the GEMM rate.
+"""What the speed benchmarks share: the jitted training step, the GEMM rate
+and a median timer.
 
 Imported as a sibling module (`import reference_step`) by the scripts in this
 folder, which run from the repository root as `python benchmarks/<name>.py`.
@@ -35,10 +36,17 @@ def gemm_rate(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   matmul = jax.jit(functools.partial(jax.numpy.dot,
                                      preferred_element_type='float32'))
-  matmul(a, a).block_until_ready()
+  return 2 * n**3 / median_seconds(
+      lambda: matmul(a, a).block_until_ready(), repeats)
+
+
+def median_seconds(run, repeats: int) -> float:
+  """Median wall-clock seconds of `run()` over `repeats` calls, after one
+  untimed call (compilation, first touch of the output's memory)."""
+  run()
   seconds = []
   for _ in range(repeats):
     start = time.perf_counter()
-    matmul(a, a).block_until_ready()
+    run()
     seconds.append(time.perf_counter() - start)
-  return 2 * n**3 / statistics.median(seconds)
+  return statistics.median(seconds)

@@ -44,14 +44,7 @@ def hlo_dots(hlo: str) -> collections.Counter:
   lhs and rhs are (HLO dtype, shape). A dot inside a fusion counts once per
   call of that fusion.
   """
-  bodies, name = {}, None
-  for line in hlo.splitlines():
-    header = re.match(r'^(?:ENTRY )?%?([\w.\-]+) .*\{$', line)
-    if header:
-      name = header.group(1)
-      bodies[name] = []
-    elif name:
-      bodies[name].append(line)
+  bodies = reference_step.hlo_computations(hlo)
   calls = collections.Counter(re.findall(r'calls=%?([\w.\-]+)', hlo))
   calls.update(e for e in bodies if hlo.find(f'ENTRY %{e} ') >= 0)
   dots = collections.Counter()

@@ -35,6 +35,7 @@ import time
 
 from absl import app, flags
 
+import reference_step
 from experiments.configs import avatar
 
 _DTYPE = flags.DEFINE_multi_enum('dtype', ['float32', 'bfloat16'],
@@ -55,13 +56,7 @@ def _config(dtype: str):
 
 def _hlo_ops(hlo: str) -> dict[str, tuple[str, bool]]:
   """{instruction: (op_name, runs a matmul)} from compiled HLO text."""
-  bodies, current = {}, None
-  for line in hlo.split('\n'):
-    head = re.match(r'\s*(?:ENTRY )?%?([\w.\-]+) [(].*[)] -> .*\{\s*$', line)
-    if head:
-      current = bodies.setdefault(head.group(1), [])
-    elif current is not None:
-      current.append(line)
+  bodies = reference_step.hlo_computations(hlo)
   ops = {}
   for line in hlo.split('\n'):
     m = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(', line)
@@ -87,8 +82,6 @@ def _layer_of(op_name: str) -> str:
 def jax_worker(dtype: str, steps: int) -> dict:
   """{'step_ms': .., 'rows': {(layer, fwd|bwd, matmul|other): ms per step}}."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import reference_step  # pylint: disable=g-import-not-at-top
   from dcgan import heap  # pylint: disable=g-import-not-at-top
 
   config = _config(dtype)

@@ -1,11 +1,12 @@
-"""What the speed benchmarks share: the jitted training step, the GEMM rate
-and a median timer.
+"""What the speed benchmarks share: the jitted training step, the GEMM rate,
+a median timer and the computations of compiled HLO text.
 
 Imported as a sibling module (`import reference_step`) by the scripts in this
 folder, which run from the repository root as `python benchmarks/<name>.py`.
 """
 
 import functools
+import re
 import statistics
 import time
 
@@ -50,3 +51,16 @@ def median_seconds(run, repeats: int) -> float:
     run()
     seconds.append(time.perf_counter() - start)
   return statistics.median(seconds)
+
+
+def hlo_computations(hlo: str) -> dict[str, list[str]]:
+  """{computation name: its instruction lines} of compiled HLO text."""
+  bodies, name = {}, None
+  for line in hlo.splitlines():
+    header = re.match(r'^(?:ENTRY )?%?([\w.\-]+) .*\{$', line)
+    if header:
+      name = header.group(1)
+      bodies[name] = []
+    elif name:
+      bodies[name].append(line)
+  return bodies

@@ -5,7 +5,7 @@ r"""Where a training step's time goes, layer by layer, ours against PyTorch.
 
 Both frameworks run the reference iteration of benchmarks/torch_reference.py
 (batch 64, 48x48; PyTorch channels_last, its faster layout here), each in its
-own process, warmed up, then profiled over --steps steps.
+own process, warmed up, then profiled over --profiled_steps steps.
 
 * Ours: a `jax.profiler` trace of the jitted step. Every XLA op is charged to
   the layer its op_name names (`jvp(Discriminator)/conv1/...`; `transpose(`
@@ -80,7 +80,7 @@ def _layer_of(op_name: str) -> str:
 
 
 def jax_worker(dtype: str, steps: int) -> dict:
-  """{'step_ms': .., 'rows': {(layer, fwd|bwd, matmul|other): ms per step}}."""
+  """{'step_ms': .., 'rows': [[layer, fwd|bwd, matmul|other, ms per step]]}."""
   import jax  # pylint: disable=g-import-not-at-top
   from dcgan import heap  # pylint: disable=g-import-not-at-top
 
@@ -90,7 +90,9 @@ def jax_worker(dtype: str, steps: int) -> dict:
   batch = {'image': jax.random.uniform(jax.random.key(1), shape,
                                        minval=-1, maxval=1)}
   rng = jax.random.key(2)
-  ops = _hlo_ops(step.lower(state, batch, rng).compile().as_text())
+  # The executable timed is the one whose HLO names the ops.
+  step = step.lower(state, batch, rng).compile()
+  ops = _hlo_ops(step.as_text())
   with heap.reuse_freed_memory(), tempfile.TemporaryDirectory() as logdir:
     for _ in range(3):
       state, metrics = step(state, batch, rng)
@@ -154,16 +156,16 @@ def torch_worker(dtype: str, steps: int) -> dict:
   run(3)
   b, s = config.batch_size, config.image_size
   gf, df = config.model.g_base_features, config.model.d_base_features
-  k = config.model.kernel_size
+  ks = config.model.kernel_size
   shapes = {}  # (input shape, weight shape) -> layer
   g_widths, d_widths = [8 * gf, 4 * gf, 2 * gf, gf, 3], [3, df, 2 * df,
                                                          4 * df, 8 * df]
   for i in range(4):
     n = s // 16 * 2**i
-    shapes[((b, g_widths[i], n, n), (g_widths[i], g_widths[i + 1], k, k))] = (
+    shapes[((b, g_widths[i], n, n), (g_widths[i], g_widths[i + 1], ks, ks))] = (
         f'G deconv{i + 1}')
     n = s // 2**i
-    shapes[((b, d_widths[i], n, n), (d_widths[i + 1], d_widths[i], k, k))] = (
+    shapes[((b, d_widths[i], n, n), (d_widths[i + 1], d_widths[i], ks, ks))] = (
         f'D conv{i}')
   with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                               record_shapes=True) as prof:

@@ -244,15 +244,19 @@ def _groups(g: _Geom, batch: int, w):
   return [[_TapGroup(0, k, 0, n)] for k, n in zip(g.k_hw, g.out_hw)]
 
 
-def _kernel_taps(w, gh: _TapGroup, gw: _TapGroup, reverse: bool = False):
-  """The kernel's slice for correlation taps gh x gw, in kernel order.
+def _kernel_span(gr: _TapGroup, k: int, reverse: bool) -> tuple[int, int]:
+  """(start, stop) of group gr's taps in a kernel axis of size k.
 
-  With `reverse`, correlation tap k is the kernel's tap K-1-k.
+  With `reverse`, correlation tap t is the kernel's tap k-1-t.
   """
-  kh, kw = w.shape[:2]
-  if reverse:
-    return w[kh - gh.k1:kh - gh.k0, kw - gw.k1:kw - gw.k0]
-  return w[gh.k0:gh.k1, gw.k0:gw.k1]
+  return (k - gr.k1, k - gr.k0) if reverse else (gr.k0, gr.k1)
+
+
+def _kernel_taps(w, gh: _TapGroup, gw: _TapGroup, reverse: bool = False):
+  """The kernel's slice for correlation taps gh x gw, in kernel order."""
+  (h0, h1), (w0, w1) = (_kernel_span(gr, k, reverse)
+                        for gr, k in zip((gh, gw), w.shape[:2]))
+  return w[h0:h1, w0:w1]
 
 
 @_as_bits
@@ -316,7 +320,7 @@ def _tile(block_of, g: _Geom, groups, w, reverse: bool):
   correlation's tap k. Taps no output reads inside get zeros.
   """
   def segments(groups, k):
-    spans = sorted(((k - gr.k1, k - gr.k0) if reverse else (gr.k0, gr.k1), i)
+    spans = sorted((_kernel_span(gr, k, reverse), i)
                    for i, gr in enumerate(groups))
     out, at = [], 0
     for (start, stop), i in spans:
@@ -337,8 +341,8 @@ def _tile(block_of, g: _Geom, groups, w, reverse: bool):
         row.append(jnp.zeros((th, tw, *w.shape[2:]), w.dtype))
       else:
         row.append(block_of(groups_h[i], groups_w[j]).astype(w.dtype))
-    rows.append(jnp.concatenate(row, axis=1) if len(row) > 1 else row[0])
-  return jnp.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+    rows.append(jnp.concatenate(row, axis=1))
+  return jnp.concatenate(rows, axis=0)
 
 
 def _overlap_add(pieces, axis, tap_axis, s, m):

@@ -36,7 +36,7 @@ import time
 from absl import app, flags
 
 import reference_step
-from experiments.configs import avatar
+import torch_reference
 
 _DTYPE = flags.DEFINE_multi_enum('dtype', ['float32', 'bfloat16'],
                                  ['float32', 'bfloat16'], 'Compute dtypes.')
@@ -48,10 +48,8 @@ LAYERS = ('G deconv1', 'G deconv2', 'G deconv3', 'G deconv4',
           'D conv0', 'D conv1', 'D conv2', 'D conv3')
 
 
-def _config(dtype: str):
-  config = avatar.get_config()
-  config.model.dtype = dtype
-  return config
+# The configuration torch_reference times: the reference recipe, batch 64.
+_CONFIG = torch_reference._config  # pylint: disable=protected-access
 
 
 def _hlo_ops(hlo: str) -> dict[str, tuple[str, bool]]:
@@ -84,7 +82,7 @@ def jax_worker(dtype: str, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from dcgan import heap  # pylint: disable=g-import-not-at-top
 
-  config = _config(dtype)
+  config = _CONFIG('train', 64, dtype)
   state, step = reference_step.build(config)
   shape = (config.batch_size, config.image_size, config.image_size, 3)
   batch = {'image': jax.random.uniform(jax.random.key(1), shape,
@@ -148,9 +146,8 @@ def share_wall_time(spans, row) -> collections.Counter:
 def torch_worker(dtype: str, steps: int) -> dict:
   """{'step_ms': .., 'rows': [[layer, fwd|bwd, 'conv', ms per step]]}."""
   import torch  # pylint: disable=g-import-not-at-top
-  import torch_reference  # pylint: disable=g-import-not-at-top
 
-  config = _config(dtype)
+  config = _CONFIG('train', 64, dtype)
   worker = torch_reference._torch_worker  # pylint: disable=protected-access
   run, _ = worker(config, 'train', channels_last=True)
   run(3)

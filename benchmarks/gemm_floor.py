@@ -5,7 +5,7 @@ r"""How long the training step's matrix products take on their own.
 Compiles the reference step (batch 64, 48x48 unless told otherwise), reads the
 dots XLA kept from the optimized HLO, and times each distinct one alone: a
 jitted `dot_general` of the same shapes, dtypes and contracting dimensions,
-median of --repeats. Prints each shape with its count, then the dots' total
+median of --repeats runs of back-to-back calls (about 20 ms each). Prints each shape with its count, then the dots' total
 GFLOP, the sum of their times alone (the GEMM floor: what the step would take
 if nothing else ran) and the step's own time (median of --repeats runs of 3
 steps), all inside `heap.reuse_freed_memory()` as the training loop runs. A
@@ -32,6 +32,7 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Image size.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs of each dot.')
 
 _HLO_DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16}
+RUN_SECONDS = 0.02  # a timed run of back-to-back calls of one dot
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -64,15 +65,33 @@ def hlo_dots(hlo: str) -> collections.Counter:
   return dots
 
 
+def calls_per_run(seconds_once: float) -> int:
+  """Back-to-back calls that make a timed run of about RUN_SECONDS."""
+  return max(1, round(RUN_SECONDS / seconds_once))
+
+
 def time_dot(lhs, rhs, lc, rc, repeats: int) -> tuple[float, float]:
-  """(median seconds, FLOP) of one dot_general alone, float32 accumulation."""
+  """(median seconds, FLOP) of one dot_general alone, float32 accumulation.
+
+  Timed in runs of back-to-back calls lasting about RUN_SECONDS, as XLA runs
+  the step's dots one after another: a single call timed on its own also
+  counts Python's dispatch and the thread pool's wake-up, which on 2 cores
+  took a (384, 512) x (512, 512) bf16 dot from 0.55 to 0.98 ms.
+  """
   x = jnp.ones(lhs[1], _HLO_DTYPES[lhs[0]])
   y = jnp.ones(rhs[1], _HLO_DTYPES[rhs[0]])
   dot = jax.jit(lambda x, y: jax.lax.dot_general(
       x, y, ((lc, rc), ((), ())), preferred_element_type=jnp.float32))
   out = dot(x, y)  # held while timing, as before each timed call
-  seconds = reference_step.median_seconds(
-      lambda: dot(x, y).block_until_ready(), repeats)
+  calls = calls_per_run(reference_step.median_seconds(
+      lambda: dot(x, y).block_until_ready(), 3))
+
+  def run():
+    for _ in range(calls):
+      result = dot(x, y)
+    result.block_until_ready()
+
+  seconds = reference_step.median_seconds(run, repeats) / calls
   contracted = 1
   for d in lc:
     contracted *= lhs[1][d]

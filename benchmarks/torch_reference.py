@@ -15,9 +15,11 @@ D update's forward pass of G in both. PyTorch runs eager, with D's
 parameters frozen during the G updates so that no unused D gradients are
 computed, in both memory layouts (NCHW and channels_last); bf16 variants run
 the forward passes under `torch.autocast('cpu', torch.bfloat16)` with fp32
-parameters, as ours does with `config.model.dtype='bfloat16'`. Ours runs
-inside `dcgan.heap.reuse_freed_memory()`, as the training loop and
-`dcgan.sampling` do.
+parameters, as ours does with `config.model.dtype='bfloat16'`. Both run
+inside `dcgan.heap.reuse_freed_memory()`: ours as the training loop and
+`dcgan.sampling` do, PyTorch's so that it does not pay for fresh pages
+either (without it PyTorch's fp32 step faulted ~13-16k pages a step and ran
+~1.5% slower).
 
 Each variant runs in its own process, built and warmed up once. The parent then
 asks them in turn, round after round, for a timed block of --steps steps, so
@@ -273,12 +275,13 @@ def worker_main(variant: str, bench: str, batch_size: int) -> None:
   config = _config(bench, batch_size, dtype)
   with contextlib.ExitStack() as stack:
     start = time.perf_counter()
+    from dcgan import heap  # pylint: disable=g-import-not-at-top
+    # For the process's life, as the training loop and dcgan.sampling hold
+    # it over all their steps: leaving it hands the free heap back to the
+    # system, which the next block would fault in again. Both frameworks
+    # get it, so neither pays for fresh pages.
+    stack.enter_context(heap.reuse_freed_memory())
     if framework == 'jax':
-      from dcgan import heap  # pylint: disable=g-import-not-at-top
-      # For the process's life, as the training loop and dcgan.sampling
-      # hold it over all their steps: leaving it hands the free heap back
-      # to the system, which the next block would fault in again.
-      stack.enter_context(heap.reuse_freed_memory())
       run, gemm = _jax_worker(config, bench)
     else:
       run, gemm = _torch_worker(config, bench, variant.endswith('nhwc'))

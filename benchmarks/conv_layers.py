@@ -242,7 +242,7 @@ def main(argv=None):
         f'auto -> {layers.resolve_impl("auto")}')
   # As the training loop runs: without it every call faults in fresh pages
   # for its large buffers (the matmul path's patch and column matrices
-  # most: D conv1's forward took 0.044 s instead of 0.025).
+  # most: D conv1's forward took 0.044 s instead of 0.023).
   with heap.reuse_freed_memory():
     if not args.skip_layers:
       bench_layers(args, impls, dtype)

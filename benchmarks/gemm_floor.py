@@ -5,13 +5,14 @@ r"""How long the training step's matrix products take on their own.
 Compiles the reference step (batch 64, 48x48 unless told otherwise), reads the
 dots XLA kept from the optimized HLO, and times each distinct one alone: a
 jitted `dot_general` of the same shapes, dtypes and contracting dimensions,
-median of --repeats runs of back-to-back calls (about 20 ms each). Prints each shape with its count, then the dots' total
-GFLOP, the sum of their times alone (the GEMM floor: what the step would take
-if nothing else ran) and the step's own time (median of --repeats runs of 3
-steps), all inside `heap.reuse_freed_memory()` as the training loop runs. A
-floor near another implementation's whole step means only faster GEMMs or
-fewer multiplications (such as the taps that read zero padding), not less
-work around them, could beat it.
+median of --repeats runs of back-to-back calls (about 20 ms each). Prints
+each shape with its count, then the dots' total GFLOP, the sum of their times
+alone (the GEMM floor: what the step would take if nothing else ran) and the
+step's own time (median of --repeats runs of 3 steps), all inside
+`heap.reuse_freed_memory()` as the training loop runs. A floor near another
+implementation's whole step means only faster GEMMs or fewer multiplications
+(such as the taps that read zero padding), not less work around them, could
+beat it.
 """
 
 import collections

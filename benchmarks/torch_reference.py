@@ -18,8 +18,8 @@ the forward passes under `torch.autocast('cpu', torch.bfloat16)` with fp32
 parameters, as ours does with `config.model.dtype='bfloat16'`. Both run
 inside `dcgan.heap.reuse_freed_memory()`: ours as the training loop and
 `dcgan.sampling` do, PyTorch's so that it does not pay for fresh pages
-either (without it PyTorch's fp32 step faulted ~13-16k pages a step and ran
-~1.5% slower).
+either (without it PyTorch's fp32 step faulted in 11-16k pages a step and
+ran ~1.5% slower).
 
 Each variant runs in its own process, built and warmed up once. The parent then
 asks them in turn, round after round, for a timed block of --steps steps, so

@@ -27,11 +27,6 @@ import reference_step
 from dcgan import heap
 from experiments.configs import avatar
 
-_DTYPE = flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Batch size.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Image size.')
-_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs of each dot.')
-
 _HLO_DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16}
 RUN_SECONDS = 0.02  # a timed run of back-to-back calls of one dot
 
@@ -114,9 +109,10 @@ def main(argv):
   del argv
   print(f'# {platform.node()} {platform.processor() or platform.machine()}, '
         f'jax {jax.__version__}, backend {jax.default_backend()}')
-  for dtype in _DTYPE.value:
+  args = flags.FLAGS
+  for dtype in args.dtype:
     config = avatar.get_config()
-    config.batch_size, config.image_size = _BATCH_SIZE.value, _IMAGE_SIZE.value
+    config.batch_size, config.image_size = args.batch_size, args.image_size
     config.model.dtype = dtype
     state, step = reference_step.build(config)
     shape = (config.batch_size, config.image_size, config.image_size, 3)
@@ -129,13 +125,13 @@ def main(argv):
             f'{config.image_size}x{config.image_size}')
       print('count | lhs | rhs | contracting | ms alone | GFLOP/s')
       for (lhs, rhs, lc, rc), count in dots.most_common():
-        seconds, flop = time_dot(lhs, rhs, lc, rc, _REPEATS.value)
+        seconds, flop = time_dot(lhs, rhs, lc, rc, args.repeats)
         total_seconds += count * seconds
         total_flops += count * flop
         print(f'{count} | {lhs[0]}{list(lhs[1])} | {rhs[0]}{list(rhs[1])} | '
               f'{list(lc)}, {list(rc)} | {seconds * 1e3:.2f} | '
               f'{flop / seconds / 1e9:.0f}')
-      step_time = step_seconds(state, step, batch, rng, _REPEATS.value)
+      step_time = step_seconds(state, step, batch, rng, args.repeats)
     print(f'{sum(dots.values())} dots, {total_flops / 1e9:.1f} GFLOP; '
           f'alone they take {total_seconds * 1e3:.0f} ms; the step takes '
           f'{step_time * 1e3:.0f} ms ({config.batch_size / step_time:.1f} '
@@ -143,4 +139,10 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined only when run: the tests import this module beside others
+  # (torch_reference, layer_times) whose flags share these names.
+  flags.DEFINE_multi_string('dtype', ['float32'], 'Compute dtypes.')
+  flags.DEFINE_integer('batch_size', 64, 'Batch size.')
+  flags.DEFINE_integer('image_size', 48, 'Image size.')
+  flags.DEFINE_integer('repeats', 7, 'Timed runs of each dot.')
   app.run(main)

@@ -80,7 +80,6 @@ def _layer_of(op_name: str) -> str:
 def jax_worker(dtype: str, steps: int) -> dict:
   """{'step_ms': .., 'rows': [[layer, fwd|bwd, matmul|other, ms per step]]}."""
   import jax  # pylint: disable=g-import-not-at-top
-  from dcgan import heap  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG('train', 64, dtype)
   state, step = reference_step.build(config)
@@ -91,7 +90,7 @@ def jax_worker(dtype: str, steps: int) -> dict:
   # The executable timed is the one whose HLO names the ops.
   step = step.lower(state, batch, rng).compile()
   ops = _hlo_ops(step.as_text())
-  with heap.reuse_freed_memory(), tempfile.TemporaryDirectory() as logdir:
+  with tempfile.TemporaryDirectory() as logdir:
     for _ in range(3):
       state, metrics = step(state, batch, rng)
     jax.block_until_ready((state, metrics))
@@ -146,7 +145,6 @@ def share_wall_time(spans, row) -> collections.Counter:
 def torch_worker(dtype: str, steps: int) -> dict:
   """{'step_ms': .., 'rows': [[layer, fwd|bwd, 'conv', ms per step]]}."""
   import torch  # pylint: disable=g-import-not-at-top
-  from dcgan import heap  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG('train', 64, dtype)
   b, s = config.batch_size, config.image_size
@@ -163,14 +161,11 @@ def torch_worker(dtype: str, steps: int) -> dict:
     shapes[((b, d_widths[i], n, n), (d_widths[i + 1], d_widths[i], ks, ks))] = (
         f'D conv{i}')
   worker = torch_reference._torch_worker  # pylint: disable=protected-access
-  # As torch_reference runs it: neither side pays for fresh pages.
-  with heap.reuse_freed_memory():
-    run, _ = worker(config, 'train', channels_last=True)
-    run(3)
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU],
-        record_shapes=True) as prof:
-      seconds = run(steps)
+  run, _ = worker(config, 'train', channels_last=True)
+  run(3)
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                              record_shapes=True) as prof:
+    seconds = run(steps)
   charged = collections.Counter()
   for event in prof.key_averages(group_by_input_shape=True):
     inputs = [tuple(x) for x in event.input_shapes if x]
@@ -199,8 +194,12 @@ def _run_worker(framework: str, dtype: str, steps: int) -> dict:
 def main(argv):
   del argv
   if _WORKER.value:
+    from dcgan import heap  # pylint: disable=g-import-not-at-top
     worker = jax_worker if _WORKER.value == 'jax' else torch_worker
-    print(json.dumps(worker(_DTYPE.value[0], _STEPS.value)))
+    # Both workers, as torch_reference's and the training loop run: neither
+    # side pays for fresh pages.
+    with heap.reuse_freed_memory():
+      print(json.dumps(worker(_DTYPE.value[0], _STEPS.value)))
     return
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top

@@ -46,7 +46,8 @@ axis, with stride s, kernel size K and low padding `lo`,
   (bfloat16, 2 shared cores) the (M, K)^T @ (M, N) form ran at 47 GFLOP/s,
   below its float32 rate, and the copied form at 168; it lifted the bfloat16
   training step of the reference recipe ~1.2x (30 -> 35-37 img/s, loaded
-  machine) and left float32 as it was. (Polyphase forms of the adjoint, per
+  machine) and left float32 as it was. Only float32 products with a small
+  result (the 3-channel layers') contract y as it lies (`_rows_t_dot`). (Polyphase forms of the adjoint, per
   phase or over a shared window, did not beat col2im in the bfloat16 step
   either: only the 128 -> 64 channel layers ran faster alone.)
 
@@ -443,12 +444,39 @@ def _transposed_rows(a):
   return a.transpose(3, 0, 1, 2).reshape(a.shape[-1], -1)
 
 
+# A float32 kernel gradient with fewer outputs than this contracts the
+# activations as they are, without the channel-major copy (`_rows_t_dot`).
+SMALL_KERNEL_GRAD = 2**16
+
+
+def _rows_t_dot(a, patches):
+  """a^T @ patches: (C, K) float32 from an NHWC block and (B*H*W, K) patches.
+
+  The contraction runs over the B*H*W rows of both. 16-bit operands, and
+  float32 ones with a large (C, K) result, take the channel-major copy of
+  `a` and YNNPACK's GEMM (`_transposed_rows`). A float32 product with a small
+  result (the 3-channel layers: 64 x 75 outputs over 36,864 rows) is one
+  that GEMM splits badly, a long contraction and too few output tiles for
+  two threads: contracted over dimension 0 of both operands as they lie,
+  XLA runs it in its own kernel instead, 4.7 ms against 8.0 for the copied
+  form (without the copy; 2 cores, Intel Xeon with AMX, jax 0.10.2), and
+  the 48x48 <-> 24x24 layers' forward + backward alone took 13 ms instead
+  of 20 (D conv0) and 10 instead of 16-18 (G deconv4). At 128 x 1600
+  outputs the two forms are even and at 256 x 3200 the copied one is
+  faster (22.7 vs 27.3 ms); in bfloat16 the copied form is 4x faster at
+  every size measured.
+  """
+  c, k = a.shape[-1], patches.shape[-1]
+  if a.dtype.itemsize == 4 and c * k < SMALL_KERNEL_GRAD:
+    return _dot(a.reshape(-1, c), patches, (0,), (0,))
+  return _dot(_transposed_rows(a), patches, (1,), (0,))
+
+
 def _conv_kernel_grad(x, dy, w, g: _Geom):
   cin, cout = w.shape[2:]
 
   def block_of(gh, gw):
-    dyt = _transposed_rows(dy[:, gh.o0:gh.o1, gw.o0:gw.o1])
-    dw = _dot(dyt, _patches(x, g, gh, gw), (1,), (0,))
+    dw = _rows_t_dot(dy[:, gh.o0:gh.o1, gw.o0:gw.o1], _patches(x, g, gh, gw))
     return dw.reshape(cout, gh.k1 - gh.k0, gw.k1 - gw.k0, cin).transpose(
         1, 2, 3, 0)
 
@@ -511,8 +539,8 @@ def _conv_t_kernel_grad(x, dy, w, g: _Geom):
   def block_of(gh, gw):
     # (Cin, Th*Tw*Cout) keeps Cout innermost, so the re-layout to
     # (Th, Tw, Cin, Cout) moves whole Cout rows, not single floats.
-    xt = _transposed_rows(x[:, gh.o0:gh.o1, gw.o0:gw.o1])
-    dw = _dot(xt, _patches(dy, g, gh, gw, reverse=True), (1,), (0,))
+    dw = _rows_t_dot(x[:, gh.o0:gh.o1, gw.o0:gw.o1],
+                     _patches(dy, g, gh, gw, reverse=True))
     return dw.reshape(cin, gh.k1 - gh.k0, gw.k1 - gw.k0, cout).transpose(
         1, 2, 0, 3)
 

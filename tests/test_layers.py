@@ -238,7 +238,7 @@ def _primitives(fn, *args):
 @pytest.mark.parametrize('name', LAYERS)
 @pytest.mark.parametrize('size,groups', [(24, 1), (6, 9)])
 def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
-  """Every dot contracts the trailing dims of its lhs (forward and backward).
+  """Every bfloat16 dot contracts its lhs's trailing dims (fwd and bwd).
 
   XLA:CPU runs only such dots as its fast GEMM; others (e.g. a kernel
   gradient written as patches^T @ dy) get bfloat16 operands upcast to float32
@@ -262,6 +262,58 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
     assert not lhs_batch
     assert tuple(lhs_contract) == tuple(
         range(ndim - len(lhs_contract), ndim)), eqn
+
+
+@pytest.mark.parametrize('dtype,channels,threshold,contract', [
+    (jnp.float32, 3, layers.SMALL_KERNEL_GRAD, 0),  # 3 x 75: as it lies
+    (jnp.float32, 3, 0, 1),                         # forced: copied
+    (jnp.float32, 64, layers.SMALL_KERNEL_GRAD, 1),  # 64 x 1600: copied
+    (jnp.bfloat16, 3, layers.SMALL_KERNEL_GRAD, 1),  # 16-bit: always copied
+])
+def test_kernel_gradient_product_form(dtype, channels, threshold, contract,
+                                      monkeypatch):
+  """`_rows_t_dot` is a^T @ patches in either form, and picks the form.
+
+  Small float32 products contract dimension 0 of the activations as they
+  lie; the others contract the last dimension of a channel-major copy.
+  """
+  monkeypatch.setattr(layers, 'SMALL_KERNEL_GRAD', threshold)
+  jax.clear_caches()  # traces read the threshold; none may be reused
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((2, 4, 4, channels)), dtype)
+  patches = jnp.asarray(rng.standard_normal((32, 25 * channels)), dtype)
+  product = jax.jit(layers._rows_t_dot)(a, patches)
+  assert product.dtype == jnp.float32
+  assert product.shape == (channels, 25 * channels)
+  expected = (np.asarray(a, np.float64).reshape(32, channels).T
+              @ np.asarray(patches, np.float64))
+  np.testing.assert_allclose(product, expected, rtol=1e-5, atol=1e-4)
+  dots = [eqn for eqn in _equations(layers._rows_t_dot, a, patches)
+          if eqn.primitive.name == 'dot_general']
+  assert len(dots) == 1
+  (lhs_contract, _), _ = dots[0].params['dimension_numbers']
+  assert tuple(lhs_contract) == (contract,)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('threshold', [0, 2**40])
+def test_float32_kernel_gradient_matches_xla_in_either_form(name, threshold,
+                                                           monkeypatch):
+  """Every float32 kernel gradient copied (0) or contracted as it lies."""
+  monkeypatch.setattr(layers, 'SMALL_KERNEL_GRAD', threshold)
+  jax.clear_caches()
+  _compare(name, 2, 5, 12, 'SAME')
+  _compare(name, 2, 5, 6, 'SAME')  # splits into tap groups
+  module = LAYERS[name](4, (5, 5), (2, 2), impl='matmul')
+  x = jnp.ones((2, 6, 6, 3))
+  params = module.init(jax.random.key(0), x)
+  grad = jax.grad(lambda p: jnp.sum(module.apply(p, x) ** 2))
+  contracts = {tuple(eqn.params['dimension_numbers'][0][0])
+               for eqn in _equations(grad, params)
+               if eqn.primitive.name == 'dot_general'}
+  # forward and input gradient: trailing dims; kernel gradient: (0,) as
+  # it lies, (1,) copied
+  assert (0,) in contracts if threshold else (0,) not in contracts
 
 
 @pytest.mark.parametrize('reverse', [False, True])

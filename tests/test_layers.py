@@ -264,6 +264,21 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
         range(ndim - len(lhs_contract), ndim)), eqn
 
 
+@pytest.fixture
+def small_kernel_grad(monkeypatch):
+  """Sets layers.SMALL_KERNEL_GRAD for one test.
+
+  Traces read the threshold, so none made before or during the test may be
+  reused across the change.
+  """
+  def set_threshold(value):
+    monkeypatch.setattr(layers, 'SMALL_KERNEL_GRAD', value)
+    jax.clear_caches()
+
+  yield set_threshold
+  jax.clear_caches()
+
+
 @pytest.mark.parametrize('dtype,channels,threshold,contract', [
     (jnp.float32, 3, layers.SMALL_KERNEL_GRAD, 0),  # 3 x 75: as it lies
     (jnp.float32, 3, 0, 1),                         # forced: copied
@@ -271,14 +286,13 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
     (jnp.bfloat16, 3, layers.SMALL_KERNEL_GRAD, 1),  # 16-bit: always copied
 ])
 def test_kernel_gradient_product_form(dtype, channels, threshold, contract,
-                                      monkeypatch):
+                                      small_kernel_grad):
   """`_rows_t_dot` is a^T @ patches in either form, and picks the form.
 
   Small float32 products contract dimension 0 of the activations as they
   lie; the others contract the last dimension of a channel-major copy.
   """
-  monkeypatch.setattr(layers, 'SMALL_KERNEL_GRAD', threshold)
-  jax.clear_caches()  # traces read the threshold; none may be reused
+  small_kernel_grad(threshold)
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.standard_normal((2, 4, 4, channels)), dtype)
   patches = jnp.asarray(rng.standard_normal((32, 25 * channels)), dtype)
@@ -297,11 +311,10 @@ def test_kernel_gradient_product_form(dtype, channels, threshold, contract,
 
 @pytest.mark.parametrize('name', LAYERS)
 @pytest.mark.parametrize('threshold', [0, 2**40])
-def test_float32_kernel_gradient_matches_xla_in_either_form(name, threshold,
-                                                           monkeypatch):
+def test_float32_kernel_gradient_matches_xla_in_either_form(
+    name, threshold, small_kernel_grad):
   """Every float32 kernel gradient copied (0) or contracted as it lies."""
-  monkeypatch.setattr(layers, 'SMALL_KERNEL_GRAD', threshold)
-  jax.clear_caches()
+  small_kernel_grad(threshold)
   _compare(name, 2, 5, 12, 'SAME')
   _compare(name, 2, 5, 6, 'SAME')  # splits into tap groups
   module = LAYERS[name](4, (5, 5), (2, 2), impl='matmul')

@@ -460,7 +460,8 @@ def _rows_t_dot(a, patches):
   that GEMM splits badly, a long contraction and too few output tiles for
   two threads: contracted over dimension 0 of both operands as they lie,
   XLA runs it in its own kernel instead, 4.7 ms against 8.0 for the copied
-  form (without the copy; 2 cores, Intel Xeon with AMX, jax 0.10.2), and
+  form's product alone, copy not counted (2 cores, Intel Xeon with AMX,
+  jax 0.10.2), and
   the 48x48 <-> 24x24 layers' forward + backward alone took 13 ms instead
   of 20 (D conv0) and 10 instead of 16-18 (G deconv4). At 128 x 1600
   outputs the two forms are even and at 256 x 3200 the copied one is

@@ -280,17 +280,36 @@ def _patches(x, g: _Geom, gh: _TapGroup, gw: _TapGroup,
                 for lo, m, s, n in zip(g.lo, (mh, mw), (sh, sw), (h, w))])
   phased = xp.reshape(b, mh, sh, mw, sw, c)
 
-  def tap(i, j):
-    (a, p), (q, r) = divmod(i, sh), divmod(j, sw)
-    return phased[:, a + gh.o0:a + gh.o1, p, q + gw.o0:q + gw.o1, r, :]
-
   taps_h, taps_w = range(gh.k0, gh.k1), range(gw.k0, gw.k1)
   if reverse:
     taps_h, taps_w = taps_h[::-1], taps_w[::-1]
-  # Two nested stacks of few operands each: XLA:CPU fuses them into a single
-  # loop that writes the patch matrix once (a flat concatenate of kh*kw
-  # operands is not fused and costs an extra pass over memory).
-  rows = [jnp.stack([tap(i, j) for j in taps_w], axis=3) for i in taps_h]
+  # Width taps j = q*s + r with the same q and consecutive phases r are
+  # adjacent in memory (phased[..., q, r, :] is padded column q*s + r): one
+  # slice over r moves them together (reversed for descending taps). Against
+  # a slice per tap, the 64x24x24x64 input's patch matrix (5x5, stride 2)
+  # took 0.92x the time in float32 and 0.72-0.78x in bfloat16 (2 cores,
+  # interleaved runs); the other layers' were even.
+  runs = []
+  for j in taps_w:
+    q, r = divmod(j, sw)
+    if runs and runs[-1][0] == q and abs(r - runs[-1][2]) == 1:
+      runs[-1][2] = r
+    else:
+      runs.append([q, r, r])
+
+  def row(i):
+    a, p = divmod(i, sh)
+    parts = []
+    for q, first, last in runs:
+      part = phased[:, a + gh.o0:a + gh.o1, p, q + gw.o0:q + gw.o1,
+                    min(first, last):max(first, last) + 1, :]
+      parts.append(part[:, :, :, ::-1] if last < first else part)
+    return jnp.concatenate(parts, axis=3)
+
+  # A concatenate in a stack, each of few operands: XLA:CPU fuses them into
+  # a single loop that writes the patch matrix once (a flat concatenate of
+  # kh*kw operands is not fused and costs an extra pass over memory).
+  rows = [row(i) for i in taps_h]
   return jnp.stack(rows, axis=3).reshape(
       b * (gh.o1 - gh.o0) * (gw.o1 - gw.o0), len(taps_h) * len(taps_w) * c)
 

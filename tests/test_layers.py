@@ -330,28 +330,34 @@ def test_float32_kernel_gradient_matches_xla_in_either_form(
 
 
 @pytest.mark.parametrize('reverse', [False, True])
-def test_bfloat16_patches_move_bit_patterns(reverse):
+@pytest.mark.parametrize('width_group', [2, None])
+def test_bfloat16_patches_move_bit_patterns(reverse, width_group):
   """bfloat16 patches are the float32 ones, built from uint16 bits.
 
   XLA:CPU would run a bfloat16 pad/stack as float32 with converts both ways.
+  The width's taps 3-4 of a split layer, or all five (whose pairs of taps in
+  one stride move as one slice, reversed with `reverse`).
   """
   g = layers._Geom((12, 12), (6, 6), (5, 5), (2, 2), (1, 1))
   gh = layers._TapGroup(0, 5, 0, 6)
-  gw = layers._groups(g, 2, jnp.ones((5, 5, 8, 8)))[1][2]
+  gw = (layers._groups(g, 2, jnp.ones((5, 5, 8, 8)))[1][width_group]
+        if width_group is not None else gh)
+  width = gw.k1 - gw.k0
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, 12, 8)),
                   jnp.bfloat16)
   patches = jax.jit(layers._patches, static_argnums=(1, 2, 3, 4))(
       x, g, gh, gw, reverse)
   expected = layers._patches(x.astype(jnp.float32), g, gh, gw, reverse)
   assert patches.dtype == jnp.bfloat16
-  assert patches.shape == (2 * 6 * 5, 5 * 2 * 8)
+  assert patches.shape == (2 * 6 * (gw.o1 - gw.o0), 5 * width * 8)
   np.testing.assert_array_equal(np.asarray(patches, np.float32),
                                 np.asarray(expected))
   moves = [(prim, dtypes) for prim, dtypes in
            _primitives(lambda x: layers._patches(x, g, gh, gw, reverse), x)
            if prim in ('pad', 'concatenate', 'slice', 'squeeze',
-                       'broadcast_in_dim', 'reshape')]
+                       'broadcast_in_dim', 'reshape', 'rev')]
   assert moves and all(dtypes == (jnp.uint16,) for _, dtypes in moves), moves
+  assert any(prim == 'rev' for prim, _ in moves) == (reverse and width == 5)
   rows = layers._transposed_rows(x)
   np.testing.assert_array_equal(np.asarray(rows, np.float32),
                                 np.asarray(x, np.float32).reshape(-1, 8).T)

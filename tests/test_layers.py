@@ -335,13 +335,14 @@ def test_bfloat16_patches_move_bit_patterns(reverse, width_group):
   """bfloat16 patches are the float32 ones, built from uint16 bits.
 
   XLA:CPU would run a bfloat16 pad/stack as float32 with converts both ways.
-  The width's taps 3-4 of a split layer, or all five (whose pairs of taps in
-  one stride move as one slice, reversed with `reverse`).
+  Along the width, either taps 3-4 of the split layer (width_group 2) or all
+  five taps, whose pairs 0-1 and 2-3 move as one slice each (a reversed one
+  with `reverse`).
   """
   g = layers._Geom((12, 12), (6, 6), (5, 5), (2, 2), (1, 1))
-  gh = layers._TapGroup(0, 5, 0, 6)
-  gw = (layers._groups(g, 2, jnp.ones((5, 5, 8, 8)))[1][width_group]
-        if width_group is not None else gh)
+  gh = all_taps = layers._TapGroup(0, 5, 0, 6)
+  gw = (all_taps if width_group is None else
+        layers._groups(g, 2, jnp.ones((5, 5, 8, 8)))[1][width_group])
   width = gw.k1 - gw.k0
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, 12, 8)),
                   jnp.bfloat16)

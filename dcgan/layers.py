@@ -23,9 +23,10 @@ axis, with stride s, kernel size K and low padding `lo`,
 
 * corr is im2col + ONE matmul (one per pair of tap groups, below): a (B*Ho*Wo,
   K*K*Cin) patch matrix times the kernel reshaped to (K*K*Cin, Cout). The
-  patches are K*K slices of the zero-padded input viewed as s*s phases
-  (space-to-depth by reshape), so no slice is strided and XLA writes the whole
-  matrix in one fused loop.
+  patches are slices of the zero-padded input viewed as s*s phases
+  (space-to-depth by reshape), one per tap except that the width taps of one
+  stride share one, so no slice is strided and XLA writes the whole matrix in
+  one fused loop.
 * the adjoint is col2im: ONE matmul (idem) y @ w^T of shape (B*Ho*Wo,
   K*K*Cin), then every tap's column block is added where it belongs, one
   spatial axis at a time (the width's taps, then the height's). Along an axis
@@ -480,12 +481,11 @@ def _rows_t_dot(a, patches):
   two threads: contracted over dimension 0 of both operands as they lie,
   XLA runs it in its own kernel instead, 4.7 ms against 8.0 for the copied
   form's product alone, copy not counted (2 cores, Intel Xeon with AMX,
-  jax 0.10.2), and
-  the 48x48 <-> 24x24 layers' forward + backward alone took 13 ms instead
-  of 20 (D conv0) and 10 instead of 16-18 (G deconv4). At 128 x 1600
-  outputs the two forms are even and at 256 x 3200 the copied one is
-  faster (22.7 vs 27.3 ms); in bfloat16 the copied form is 3.5-4.4x faster
-  at every size measured (64 x 75 to 512 x 6400 outputs).
+  jax 0.10.2), and the 48x48 <-> 24x24 layers' forward + backward alone took
+  13 ms instead of 20 (D conv0) and 10 instead of 16-18 (G deconv4). At
+  128 x 1600 outputs the two forms are even and at 256 x 3200 the copied one
+  is faster (22.7 vs 27.3 ms); in bfloat16 the copied form is 3.5-4.4x
+  faster at every size measured (64 x 75 to 512 x 6400 outputs).
   """
   c, k = a.shape[-1], patches.shape[-1]
   if a.dtype.itemsize == 4 and c * k < SMALL_KERNEL_GRAD:

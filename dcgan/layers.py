@@ -421,6 +421,26 @@ def _adjoint(y, cols_of, g: _Geom, groups):
                      zip(g.lo, (h, w), (mh, mw), (sh, sw))]).astype(y.dtype)
 
 
+def _hoistable(w):
+  """`w` itself, marked so that XLA hoists its making out of a loop.
+
+  `sampling.generate` runs G over chunks of latents in a `lax.map`. XLA's
+  loop-invariant code motion moves computations out of the loop body, but
+  not pure data movement (slice, transpose, reshape); layout assignment
+  later turns a kernel's re-layout for its matmul into a copy inside the
+  body, run for every chunk: 8 copies of up to 2 MB per chunk in the
+  3x3 -> 6x6 layer alone, 6.5% of generating 500 float32 samples at 48x48
+  (profiled, 2 cores). An identity `reduce_precision` (the dtype's own
+  widths) is an op the pass does hoist, with the movement that feeds it,
+  when the kernel is laid out for the matmul explicitly before it.
+  Generating went 1.06-1.08x faster in float32 (paired runs, median of
+  10-12 rounds); bfloat16 kernels were hoisted already (their cast is such
+  an op) and the training step was unchanged (0.994).
+  """
+  finfo = jnp.finfo(w.dtype)
+  return lax.reduce_precision(w, finfo.nexp, finfo.nmant)
+
+
 # ------------------------------------------------------------------ Conv --
 # y = corr(x, w) with the kernel (kh, kw, Cin, Cout) used as it is.
 
@@ -530,8 +550,9 @@ def _conv_t_forward(x, w, g: _Geom):
     # The columns come out in kernel order: read them back in correlation
     # order.
     wt = _kernel_taps(w, gh, gw, reverse=True)
-    w3 = wt.astype(x.dtype).reshape(-1, cin, cout)
-    cols = _dot(block.reshape(-1, cin), w3, (1,), (1,))  # (M, taps, Cout)
+    # (Cin, taps*Cout), laid out for the matmul once per call (in a loop).
+    w2 = _hoistable(wt.astype(x.dtype).transpose(2, 0, 1, 3).reshape(cin, -1))
+    cols = _dot(block.reshape(-1, cin), w2, (1,), (0,))  # (M, taps*Cout)
     cols = cols.reshape(*block.shape[:3], *wt.shape[:2], cout)
     return cols[:, :, :, ::-1, ::-1, :]
 

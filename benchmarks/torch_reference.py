@@ -27,7 +27,10 @@ a noisy phase of a shared machine hits every variant alike; ratios are taken
 within each round and their median printed. The GEMM rate (a 2048^3 matrix
 product, fp32 and bf16, through jnp.dot with a float32 result and torch.mm)
 is measured in the same processes; each variant's rate is also given as a
-share of the best fp32 and the best bf16 GEMM rate.
+share of the best fp32 and the best bf16 GEMM rate. "warm-up s" runs from a
+worker's start to its first timed block (imports, building the state,
+compiling, two untimed steps); "compile s" is the part of it that XLA spends
+lowering and compiling our timed function.
 
 FLOP counting rule (benchmarks/flops.py): 2 x multiply-adds of the conv and
 dense layers the step runs (forward 1x; backward 2x, or 1x through the frozen D
@@ -74,7 +77,11 @@ def _config(bench: str, batch_size: int, dtype: str):
 
 
 def _jax_worker(config, bench: str):
-  """Returns (run(n) -> seconds, gemm(dtype) -> FLOP/s)."""
+  """Returns (run(n) -> seconds, gemm(dtype) -> FLOP/s, compile seconds).
+
+  The compile seconds are XLA's lowering and compiling of the timed function
+  alone: state initialisation and the first steps are not in them.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -88,6 +95,9 @@ def _jax_worker(config, bench: str):
     shape = (config.batch_size, config.image_size, config.image_size, 3)
     batch = {'image': jax.random.uniform(jax.random.key(1), shape,
                                          minval=-1, maxval=1)}
+    start = time.perf_counter()
+    step = step.lower(state, batch, rng).compile()
+    compile_seconds = time.perf_counter() - start
 
     def run(n):
       start = time.perf_counter()
@@ -108,6 +118,11 @@ def _jax_worker(config, bench: str):
       return jnp.clip(jnp.round((images + 1) * 127.5), 0, 255).astype(
           jnp.uint8)
 
+    start = time.perf_counter()
+    generate_uint8 = generate_uint8.lower(state.g_params, state.g_batch_stats,
+                                          rng).compile()
+    compile_seconds = time.perf_counter() - start
+
     def run(n):
       state = holder['state']
       start = time.perf_counter()
@@ -116,7 +131,7 @@ def _jax_worker(config, bench: str):
                                   jax.random.fold_in(rng, i)))
       return time.perf_counter() - start
 
-  return run, reference_step.gemm_rate
+  return run, reference_step.gemm_rate, compile_seconds
 
 
 def _torch_models(config, channels_last: bool):
@@ -281,12 +296,14 @@ def worker_main(variant: str, bench: str, batch_size: int) -> None:
     # system, which the next block would fault in again. Both frameworks
     # get it, so neither pays for fresh pages.
     stack.enter_context(heap.reuse_freed_memory())
+    compile_seconds = None
     if framework == 'jax':
-      run, gemm = _jax_worker(config, bench)
+      run, gemm, compile_seconds = _jax_worker(config, bench)
     else:
       run, gemm = _torch_worker(config, bench, variant.endswith('nhwc'))
-    run(2)  # compiles (jax) and warms up
-    reply = {'warmup_s': time.perf_counter() - start}
+    run(2)  # warms up
+    reply = {'warmup_s': time.perf_counter() - start,
+             'compile_s': compile_seconds}
     print(json.dumps(reply), flush=True)
     for line in sys.stdin:
       verb, arg = line.split()
@@ -384,16 +401,18 @@ def main(argv):
     return f'{statistics.median(per_round):.2f}x'
 
   print(f'variant | {unit} (median) | min | max | GFLOP/s | % fp32 GEMM | '
-        '% bf16 GEMM | warm-up s | peak RSS MiB | vs torch fp32 | '
+        '% bf16 GEMM | warm-up s | compile s | peak RSS MiB | vs torch fp32 | '
         'vs torch bf16')
   for w in workers:
     v = w.variant
     median = statistics.median(rates[v])
     gflops = step_flops / 1e9 * median / batch_size
+    compile_s = w.ready['compile_s']
+    compile_s = '-' if compile_s is None else f'{compile_s:.1f}'
     print(f'{v} | {median:.1f} | {min(rates[v]):.1f} | {max(rates[v]):.1f} | '
           f'{gflops:.0f} | {100 * gflops * 1e9 / best_gemm["float32"]:.0f}% | '
           f'{100 * gflops * 1e9 / best_gemm["bfloat16"]:.0f}% | '
-          f'{w.ready["warmup_s"]:.1f} | {peak[v]:.0f} | '
+          f'{w.ready["warmup_s"]:.1f} | {compile_s} | {peak[v]:.0f} | '
           f'{ratio(v, "float32")} | {ratio(v, "bfloat16")}')
 
 

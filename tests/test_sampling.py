@@ -1,5 +1,6 @@
 """Latents, truncation, walks, arithmetic and loading trained networks."""
 
+import importlib
 import os
 import pathlib
 import re
@@ -16,6 +17,8 @@ from PIL import Image
 from dcgan import models, sampling
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / 'benchmarks'))
+reference_step = importlib.import_module('reference_step')
 
 
 # Truncation.
@@ -228,18 +231,13 @@ def _loop_invariant_work(hlo: str) -> list[str]:
   unchanged; an instruction is invariant if all it reads is. Reading an
   input, a constant or a bitcast is not work.
   """
-  bodies, name = {}, None
-  for line in hlo.splitlines():
-    header = re.match(r'^(?:ENTRY )?%?([\w.\-]+) .*\{$', line)
-    if header:
-      name = header.group(1)
-      bodies[name] = []
-    elif name and ' = ' in line:
-      bodies[name].append(line)
+  bodies = reference_step.hlo_computations(hlo)
   body_names = re.findall(r'body=%?([\w.\-]+)', hlo)
   assert len(body_names) == 1, body_names
   instructions = []
   for line in bodies[body_names[0]]:
+    if ' = ' not in line:
+      continue
     line = re.sub(r'/\*.*?\*/', '', line)  # /*index=5*/ comments
     m = re.match(r'\s*(ROOT )?%?([\w.\-]+) = .+? ([a-z][\w\-]*)\(([^)]*)\)',
                  line)

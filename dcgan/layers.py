@@ -540,7 +540,10 @@ _conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
 # --------------------------------------------------------- ConvTranspose --
 # y = adjoint of corr(., w_c) with w_c[k] = w[K-1-k]^T. The flip is folded
 # into the tap order (reverse=True) and the in/out swap into the dot
-# dimension numbers, so the kernel is never re-laid out tap by tap.
+# dimension numbers, so the kernel is never re-laid out tap by tap. (The
+# forward lays each tap group's kernel slice out as (Cin, taps*Cout), the
+# copy XLA would make for the matmul anyway, so that it can be hoisted out
+# of a loop: `_hoistable`.)
 
 
 def _conv_t_forward(x, w, g: _Geom):

@@ -435,8 +435,7 @@ def _hoistable(w):
   when the kernel is laid out for the matmul explicitly before it.
   Generating went 1.06-1.08x faster in float32 (paired runs, median of
   10-12 rounds); bfloat16 kernels were hoisted already (their cast is such
-  an op) and the training step within the noise (0.994 over 12 rounds;
-  0.94-0.95 in two shorter runs, 0.98 for the old code against itself).
+  an op). The training step keeps the plain form (`_conv_t_forward`).
   """
   finfo = jnp.finfo(w.dtype)
   return lax.reduce_precision(w, finfo.nexp, finfo.nmant)
@@ -542,21 +541,36 @@ _conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
 # y = adjoint of corr(., w_c) with w_c[k] = w[K-1-k]^T. The flip is folded
 # into the tap order (reverse=True) and the in/out swap into the dot
 # dimension numbers, so the kernel is never re-laid out tap by tap. (The
-# forward lays each tap group's kernel slice out as (Cin, taps*Cout), the
-# copy XLA would make for the matmul anyway, so that it can be hoisted out
-# of a loop: `_hoistable`.)
+# undifferentiated forward lays each tap group's kernel slice out as (Cin,
+# taps*Cout), the copy XLA would make for the matmul anyway, so that it can
+# be hoisted out of a loop: `_hoistable`.)
 
 
-def _conv_t_forward(x, w, g: _Geom):
+def _conv_t_forward(x, w, g: _Geom, hoist: bool = False):
+  """The transposed convolution; `hoist` lays the kernel out hoistably.
+
+  Without `hoist` the kernel slices go to the matmul as (taps, Cin, Cout)
+  and XLA copies them into the matmul's layout itself; with it they are
+  laid out as (Cin, taps*Cout) explicitly and marked (`_hoistable`). The
+  products are the same. Only the undifferentiated forward (`generate`'s
+  loop) hoists: there is no loop in the training step to hoist out of, and
+  paired runs of the step with the explicit form measured 0.939-0.994x of
+  the plain one (four runs of 10-20 rounds; the plain code against itself
+  0.980), which this machine did not resolve from noise. So the step
+  compiles exactly as it did before the explicit form existed.
+  """
   cin, cout = w.shape[2:]
 
   def cols_of(block, gh, gw):
     # The columns come out in kernel order: read them back in correlation
     # order.
-    wt = _kernel_taps(w, gh, gw, reverse=True)
-    # (Cin, taps*Cout), laid out for the matmul once per call (in a loop).
-    w2 = _hoistable(wt.astype(x.dtype).transpose(2, 0, 1, 3).reshape(cin, -1))
-    cols = _dot(block.reshape(-1, cin), w2, (1,), (0,))  # (M, taps*Cout)
+    wt = _kernel_taps(w, gh, gw, reverse=True).astype(x.dtype)
+    if hoist:
+      w2 = _hoistable(wt.transpose(2, 0, 1, 3).reshape(cin, -1))
+      cols = _dot(block.reshape(-1, cin), w2, (1,), (0,))  # (M, taps*Cout)
+    else:
+      w3 = wt.reshape(-1, cin, cout)
+      cols = _dot(block.reshape(-1, cin), w3, (1,), (1,))  # (M, taps, Cout)
     cols = cols.reshape(*block.shape[:3], *wt.shape[:2], cout)
     return cols[:, :, :, ::-1, ::-1, :]
 
@@ -591,7 +605,7 @@ def _conv_t_kernel_grad(x, dy, w, g: _Geom):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_t_matmul(x, w, g: _Geom):
-  return _conv_t_forward(x, w, g)
+  return _conv_t_forward(x, w, g, hoist=True)
 
 
 def _conv_t_matmul_fwd(x, w, g):

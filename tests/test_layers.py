@@ -63,7 +63,12 @@ def _max_rel_err(actual, expected):
 
 def _compare(name, stride, kernel, size, padding, *, batch=2, features=(3, 4),
              dtype=None, tol=1e-5, shape=None):
-  """Asserts matmul == xla for y and the gradients w.r.t. x, kernel, bias."""
+  """Asserts matmul == xla for y and the gradients w.r.t. x, kernel, bias.
+
+  y is checked both as the forward of the gradient computes it and as a
+  plain, undifferentiated call does (the transposed convolution lays its
+  kernel out differently there: `layers._hoistable`).
+  """
   kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
   stride = stride if isinstance(stride, tuple) else (stride, stride)
   height, width = shape or (size, size)
@@ -80,11 +85,12 @@ def _compare(name, stride, kernel, size, padding, *, batch=2, features=(3, 4),
 
   @jax.jit
   def outputs_and_grads(params, x, cotangent):
-    """Per impl: y and (d params, d x) of <y, cotangent>."""
+    """Per impl: y, y undifferentiated, (d params, d x) of <y, cotangent>."""
     results = []
     for module in modules:
       y, vjp = jax.vjp(module.apply, params, x)
-      results.append((y, vjp(cotangent.astype(y.dtype))))
+      results.append((y, module.apply(params, x),
+                      vjp(cotangent.astype(y.dtype))))
     return results
 
   expected, actual = outputs_and_grads(params, x, cotangent)

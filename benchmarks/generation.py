@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags
 
 import flops
+import reference_step
 from dcgan import heap, models, sampling
 from dcgan import state as state_lib
 from experiments.configs import avatar
@@ -58,9 +59,8 @@ def measure(config, chunk_size: int | None) -> dict[str, float]:
     return jnp.clip(jnp.round((images + 1) * 127.5), 0, 255).astype(jnp.uint8)
 
   args = (state.g_params, state.g_batch_stats)
-  start = time.perf_counter()
-  compiled = generate_uint8.lower(*args, jax.random.key(0)).compile()
-  compile_seconds = time.perf_counter() - start
+  compiled, compile_seconds = reference_step.compile_timed(
+      generate_uint8, *args, jax.random.key(0))
   np.asarray(compiled(*args, jax.random.key(0)))  # warm-up
 
   rates = []

@@ -28,6 +28,13 @@ def build(config):
   return state, step
 
 
+def compile_timed(jitted, *args):
+  """(jitted lowered and compiled for `args`, the seconds that took)."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
 def gemm_rate(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   """FLOP/s of an n^3 `jnp.dot` of `dtype` inputs, median of `repeats`.
 

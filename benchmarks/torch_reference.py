@@ -95,9 +95,8 @@ def _jax_worker(config, bench: str):
     shape = (config.batch_size, config.image_size, config.image_size, 3)
     batch = {'image': jax.random.uniform(jax.random.key(1), shape,
                                          minval=-1, maxval=1)}
-    start = time.perf_counter()
-    step = step.lower(state, batch, rng).compile()
-    compile_seconds = time.perf_counter() - start
+    step, compile_seconds = reference_step.compile_timed(step, state, batch,
+                                                         rng)
 
     def run(n):
       start = time.perf_counter()
@@ -118,10 +117,8 @@ def _jax_worker(config, bench: str):
       return jnp.clip(jnp.round((images + 1) * 127.5), 0, 255).astype(
           jnp.uint8)
 
-    start = time.perf_counter()
-    generate_uint8 = generate_uint8.lower(state.g_params, state.g_batch_stats,
-                                          rng).compile()
-    compile_seconds = time.perf_counter() - start
+    generate_uint8, compile_seconds = reference_step.compile_timed(
+        generate_uint8, state.g_params, state.g_batch_stats, rng)
 
     def run(n):
       state = holder['state']

@@ -47,8 +47,7 @@ def measure(config, chunk_size: int | None) -> dict[str, float]:
   generator, discriminator = models.create_models(config.model,
                                                   config.image_size)
   g_tx, d_tx = state_lib.create_optimizers(config)
-  state = jax.jit(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))()
+  state = state_lib.create_state(config, generator, discriminator, g_tx, d_tx)
 
   @jax.jit
   def generate_uint8(g_params, g_batch_stats, rng):

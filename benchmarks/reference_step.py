@@ -21,8 +21,7 @@ def build(config):
   generator, discriminator = models.create_models(config.model,
                                                   config.image_size)
   g_tx, d_tx = state_lib.create_optimizers(config)
-  state = jax.jit(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))()
+  state = state_lib.create_state(config, generator, discriminator, g_tx, d_tx)
   step = train.jit_train_step(
       train.make_train_step(config, generator, discriminator, g_tx, d_tx))
   return state, step

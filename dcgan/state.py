@@ -58,9 +58,14 @@ def create_state(config, generator: models.Generator,
                  g_tx: optax.GradientTransformation,
                  d_tx: optax.GradientTransformation) -> GANState:
   """Initialises a fresh state from `config.seed` (jitted: one dispatch)."""
-  return jax.jit(functools.partial(
-      _init_state, config, generator, discriminator, g_tx, d_tx),
-                 compiler_options=INIT_COMPILER_OPTIONS)()
+  init = functools.partial(_init_state, config, generator, discriminator,
+                           g_tx, d_tx)
+  if isinstance(jnp.zeros(()), jax.core.Tracer):
+    # Traced inside another computation (jax.jit, jax.eval_shape), which
+    # compiles it, if at all, with its own options: a nested jit must not
+    # have any.
+    return init()
+  return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)()
 
 
 def _init_state(config, generator, discriminator, g_tx, d_tx) -> GANState:

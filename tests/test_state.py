@@ -27,3 +27,17 @@ def test_init_compiled_for_speed_gives_the_fully_optimised_bits(tiny_config):
     np.testing.assert_array_equal(fast[key], full[key], err_msg=key)
   # Real draws, not constants: the weights start from N(0, 0.02).
   assert 0.015 < fast[".g_params['deconv1']['kernel']"].std() < 0.025
+
+
+def test_init_also_traces_inside_other_computations(tiny_config):
+  # As the checkpoint tests and benchmarks/kill_anywhere.py do, for the
+  # shapes of a state to restore into.
+  generator, discriminator = models.create_models(tiny_config.model,
+                                                  tiny_config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(tiny_config)
+  modules = (tiny_config, generator, discriminator, g_tx, d_tx)
+  abstract = jax.eval_shape(lambda: state_lib.create_state(*modules))
+  concrete = state_lib.create_state(*modules)
+  assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
+  for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete)):
+    assert (a.shape, a.dtype) == (c.shape, c.dtype)

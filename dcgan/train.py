@@ -18,7 +18,8 @@ import optax
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dcgan import checkpointing, heap, health, images, losses, metric_writers
+from dcgan import checkpointing, compile_cache, heap, health, images, losses
+from dcgan import metric_writers
 from dcgan import models, sampling, validation
 from dcgan import state as state_lib
 from dcgan import workdir as workdir_lib
@@ -683,6 +684,7 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
     checkpointing.NoUsableCheckpointError: checkpoints exist, none restores.
   """
   validation.validate_config(config)
+  compile_cache.enable(config.compilation_cache_dir)
   workdir = epath.Path(workdir).resolve()  # orbax wants absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.lock(workdir):

@@ -80,6 +80,9 @@ def validate_config(config, num_devices: int | None = None) -> None:
   from dcgan.data import pipeline  # pylint: disable=g-import-not-at-top
 
   _check_int(config, 'seed', 0)
+  if not isinstance(_get(config, 'compilation_cache_dir'), str):
+    _fail('compilation_cache_dir', config.compilation_cache_dir,
+          "must be a folder's path, or '' for no cache")
   size = _check_int(config, 'image_size', models.MIN_IMAGE_SIZE,
                     models.MAX_IMAGE_SIZE)
   if size % 16:

@@ -48,6 +48,7 @@ BAD_VALUES = [
     ('d_learning_rate', '2e-4', 'must be a number'),
     ('keep_checkpoints', True, 'must be an integer'),
     ('data.path', 3, 'must be a string'),
+    ('compilation_cache_dir', None, "must be a folder's path, or ''"),
     # Out of range.
     ('g_learning_rate', 0.0, 'must be in (0.0, 1.0]'),
     ('adam_b1', 1.0, 'must be in [0.0, 1.0)'),

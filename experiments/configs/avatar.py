@@ -13,6 +13,10 @@ from dcgan.eval import evaluate
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Not in the tutorial: compiled programs are kept here (in a folder per
+  # host CPU) so that a resumed or repeated run loads them instead of
+  # compiling again; '' turns that off. See dcgan/compile_cache.py.
+  config.compilation_cache_dir = '~/.cache/dcgan/xla'
 
   # 'procedural' (the built-in avatars) or 'folder' (a folder or .zip of
   # images at config.data.path); see dcgan/data/pipeline.py for every key.

@@ -3,9 +3,9 @@
 Compiling the training step takes most of a run's start-up on a CPU, and a
 resumed or repeated run compiles the very same programs again: relaunched to
 train 2 more steps, the reference config took 41.1-41.3 s without the cache
-and 16.1-16.9 s with it (2 cores, loaded, two launches each). JAX can keep compiled
-executables on disk, keyed by the program, the jax version, the compiler
-options and the device kind, and load them instead of compiling. `enable`
+and 16.1-16.9 s with it (2 cores, loaded, two launches each). JAX can keep
+compiled executables on disk, keyed by the program, the jax version, the
+compiler options and the device kind, and load them instead of compiling. `enable`
 points it at a folder per host CPU model, because the key says only "cpu":
 code compiled for one machine's instructions (AVX-512, AMX) must not be
 loaded on another that lacks them, say from a shared home directory.
@@ -51,7 +51,8 @@ def enable(directory: str) -> str | None:
   (`JAX_COMPILATION_CACHE_DIR` or `jax.config`), and returns None for an
   empty `directory`. A folder that cannot be made leaves the cache off with
   a warning: a run does not stop for it. Takes effect only if nothing has
-  been compiled in this process yet; the command-line tools call it first.
+  been compiled in this process yet: `train.train_and_evaluate` calls it
+  before it compiles anything.
   """
   current = jax.config.jax_compilation_cache_dir
   if current:

@@ -9,16 +9,21 @@ from dcgan import models
 from dcgan import state as state_lib
 
 
+def _modules(config):
+  """The arguments of `create_state` for `config`."""
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  return (config, generator, discriminator,
+          *state_lib.create_optimizers(config))
+
+
 def _leaves(tree):
   return {jax.tree_util.keystr(path): np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def test_init_compiled_for_speed_gives_the_fully_optimised_bits(tiny_config):
-  generator, discriminator = models.create_models(tiny_config.model,
-                                                  tiny_config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(tiny_config)
-  modules = (tiny_config, generator, discriminator, g_tx, d_tx)
+  modules = _modules(tiny_config)
   assert state_lib.INIT_COMPILER_OPTIONS  # else this compares a thing to itself
   fast = _leaves(state_lib.create_state(*modules))
   full = _leaves(jax.jit(functools.partial(state_lib._init_state, *modules))())
@@ -32,10 +37,7 @@ def test_init_compiled_for_speed_gives_the_fully_optimised_bits(tiny_config):
 def test_init_also_traces_inside_other_computations(tiny_config):
   # As the checkpoint tests and benchmarks/kill_anywhere.py do, for the
   # shapes of a state to restore into.
-  generator, discriminator = models.create_models(tiny_config.model,
-                                                  tiny_config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(tiny_config)
-  modules = (tiny_config, generator, discriminator, g_tx, d_tx)
+  modules = _modules(tiny_config)
   abstract = jax.eval_shape(lambda: state_lib.create_state(*modules))
   concrete = state_lib.create_state(*modules)
   assert jax.tree.structure(abstract) == jax.tree.structure(concrete)

@@ -5,10 +5,10 @@ resumed or repeated run compiles the very same programs again: relaunched to
 train 2 more steps, the reference config took 41.1-41.3 s without the cache
 and 16.1-16.9 s with it (2 cores, loaded, two launches each). JAX can keep
 compiled executables on disk, keyed by the program, the jax version, the
-compiler options and the device kind, and load them instead of compiling. `enable`
-points it at a folder per host CPU model, because the key says only "cpu":
-code compiled for one machine's instructions (AVX-512, AMX) must not be
-loaded on another that lacks them, say from a shared home directory.
+compiler options and the device kind, and load them instead of compiling.
+`enable` points it at a folder per host CPU model, because the key says only
+"cpu": code compiled for one machine's instructions (AVX-512, AMX) must not
+be loaded on another that lacks them, say from a shared home directory.
 
 A loaded executable is the one that was compiled, so a run gives the same
 bits either way: the tests share one cache (tests/conftest.py), so in

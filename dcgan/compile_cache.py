@@ -34,10 +34,12 @@ def host_key() -> str:
                'processor': platform.processor()}
   try:
     with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
-      for line in f:  # the first CPU's ('Features': ARM's flags)
+      for line in f:  # the first CPU's block ('Features': ARM's flags)
+        if not line.strip():
+          break  # the next CPU's block repeats it
         name, _, value = line.partition(':')
         if name.strip() in ('model name', 'flags', 'Features'):
-          described.setdefault(name.strip(), value.strip())
+          described[name.strip()] = value.strip()
   except OSError:
     pass  # not Linux: the machine and processor names alone
   digest = hashlib.sha256(repr(sorted(described.items())).encode())

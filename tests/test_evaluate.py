@@ -60,6 +60,28 @@ def test_generator_scores_carry_their_protocol(tiny_workdir):
   assert again['inception']['fid'] == scores['fid']
 
 
+def test_coverage_floor_is_skipped_when_the_dataset_is_too_small(
+    tiny_workdir):
+  # The floor holds out as many real images as were scored: 64 samples of a
+  # 64-image dataset leave none to compare them with. The samples' coverage
+  # is still reported, and the table says why the floor is missing.
+  generator, variables, run_config, _ = sampling.load_generator(tiny_workdir)
+  config = _small_eval_config()
+  for num, has_floor in ((63, True), (64, False)):
+    images = sampling.sample_images(generator, variables, run_config, num)
+    result = evaluate.score_images(images, run_config, config,
+                                   inception=False, faces=False)
+    assert ('real_floor' in result['coverage']) == has_floor
+    assert 0 < result['coverage']['samples']['pair_coverage'] <= 1
+  assert result['skipped'] == {'coverage real floor': (
+      '64 images scored, but the dataset has only 64: the floor holds out as '
+      'many real images as were scored and compares them with the rest. '
+      'Score fewer than 64 (--num) for it.')}
+  table = evaluate.format_table(result)
+  assert 'pair_coverage ' in table and '(real floor)' not in table
+  assert 'skipped: coverage real floor  64 images scored' in table
+
+
 def test_heldout_images_lie_outside_the_reference(tiny_workdir):
   from dcgan.eval import reference  # pylint: disable=g-import-not-at-top
   _, _, run_config, _ = sampling.load_generator(tiny_workdir)

@@ -124,8 +124,9 @@ def score_images(images: np.ndarray, run_config, eval_config, *,
   Returns:
     A JSON-able dict: 'inception' (`reference.score`), 'faces'
     (`faces.detection_rate`), 'coverage' ({'samples', 'real_floor',
-    'classifier'}), and 'seconds' per part; skipped parts are absent and
-    listed in 'skipped' with the reason.
+    'classifier'}; 'real_floor' needs fewer images than the dataset has),
+    and 'seconds' per part; skipped parts are absent and listed in
+    'skipped' with the reason.
   """
   result: dict[str, Any] = {'num_images': len(images), 'step': step,
                             'seconds': {}, 'skipped': {}}
@@ -182,13 +183,25 @@ def _add_coverage(result, images, run_config, eval_config) -> None:
       config=classifier_config, log_every_steps=500)
   result['coverage'] = {
       'samples': attributes.mode_coverage(classifier, images),
-      'real_floor': attributes.coverage_floor(classifier, len(images)),
       'classifier': {
           k: classifier.info[k] for k in (
               'held_out_accuracy', 'majority_accuracy', 'default_subset',
               'num_train', 'num_held_out', 'fingerprint', 'cache_directory')
           if k in classifier.info},
   }
+  # The floor holds out as many dataset images as were scored and compares
+  # them with the rest, so it needs a dataset larger than that; the samples'
+  # own coverage stands without it.
+  num_reference = len(classifier.reference_labels)
+  if len(images) < num_reference:
+    result['coverage']['real_floor'] = attributes.coverage_floor(
+        classifier, len(images))
+  else:
+    result['skipped']['coverage real floor'] = (
+        f'{len(images)} images scored, but the dataset has only '
+        f'{num_reference}: the floor holds out as many real images as were '
+        f'scored and compares them with the rest. Score fewer than '
+        f'{num_reference} (--num) for it.')
   result['seconds']['coverage'] = time.perf_counter() - start
 
 
@@ -255,7 +268,7 @@ def flat_scores(result: dict[str, Any]) -> dict[str, float]:
     flat['face_detection_rate'] = result['faces']['face_detection_rate']
   if 'coverage' in result:
     for name in ('samples', 'real_floor'):
-      for key, value in result['coverage'][name].items():
+      for key, value in result['coverage'].get(name, {}).items():
         if isinstance(value, (int, float)):
           flat[f'{key}{"" if name == "samples" else " (real floor)"}'] = value
   return flat

@@ -9,6 +9,8 @@ compiler options and the device kind, and load them instead of compiling.
 `enable` points it at a folder per host CPU model, because the key says only
 "cpu": code compiled for one machine's instructions (AVX-512, AMX) must not
 be loaded on another that lacks them, say from a shared home directory.
+`enable_for_run` gives the commands that read a trained run (sampling,
+evaluation, report) the folder that run uses.
 
 A loaded executable is the one that was compiled, so a run gives the same
 bits either way: the tests share one cache (tests/conftest.py), so in
@@ -17,11 +19,15 @@ first launch compiled, and ends in the bits of the run never killed.
 """
 
 import hashlib
+import json
 import os
 import platform
 
 import jax
 from absl import logging
+
+# config.compilation_cache_dir's default (experiments/configs/avatar.py).
+DEFAULT_DIRECTORY = '~/.cache/dcgan/xla'
 
 # Least recently used entries go beyond this many bytes. The reference
 # recipe's four programs (state, step, sample grid, finiteness) take 1.1 MB.
@@ -74,3 +80,33 @@ def enable(directory: str) -> str | None:
   if jax.config.jax_compilation_cache_max_size == -1:
     jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
   return path
+
+
+def enable_for_run(path) -> str | None:
+  """`enable` with the folder of the run at `path`, for commands that read it.
+
+  `experiments.sample`, `evaluate` and `report` compile G (and the
+  evaluation's networks) again on every call; this points them at the cache
+  the run itself uses, read from the workdir's config.json
+  (`compilation_cache_dir`, '' for off; `DEFAULT_DIRECTORY` where the file
+  or the key is missing). Call it before anything compiles.
+
+  Args:
+    path: a training workdir, its checkpoints/ or one checkpoint folder.
+
+  Returns:
+    What `enable` returns.
+  """
+  from dcgan import sampling  # pylint: disable=g-import-not-at-top
+  checkpoints, _ = sampling.find_checkpoints(path)
+  directory = DEFAULT_DIRECTORY
+  config_path = checkpoints.parent / 'config.json'
+  if config_path.exists():
+    try:
+      directory = json.loads(config_path.read_text()).get(
+          'compilation_cache_dir', DEFAULT_DIRECTORY)
+    except (ValueError, AttributeError):
+      pass  # loading the checkpoint reports a broken run, not this
+  if not isinstance(directory, str):
+    directory = DEFAULT_DIRECTORY
+  return enable(directory)

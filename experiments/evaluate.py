@@ -22,6 +22,7 @@ import sys
 
 from absl import app, flags
 
+from dcgan import compile_cache
 from dcgan.eval import evaluate
 from experiments import cli
 
@@ -53,6 +54,7 @@ _SEED = flags.DEFINE_integer('seed', None, 'Seed of the samples\' latents.')
 def main(argv):
   cli.start(argv)
   with cli.user_errors():
+    compile_cache.enable_for_run(_WORKDIR.value)
     from dcgan import sampling  # pylint: disable=g-import-not-at-top
     from dcgan.eval import inception  # pylint: disable=g-import-not-at-top
     _, _, run_config, _ = sampling.load_generator(_WORKDIR.value, _STEP.value)

@@ -13,7 +13,7 @@ images for the check: on the built-in avatars, their first use draws them
 
 from absl import app, flags
 
-from dcgan import report
+from dcgan import compile_cache, report
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir.',
@@ -44,6 +44,7 @@ _EMBEDDINGS = flags.DEFINE_multi_enum(
 def main(argv):
   cli.start(argv)
   with cli.user_errors():
+    compile_cache.enable_for_run(_WORKDIR.value)
     report.write_report(
         _WORKDIR.value, _OUT.value, step=_STEP.value, seed=_SEED.value,
         num_train_images=_NUM_TRAIN_IMAGES.value,

@@ -17,7 +17,7 @@ import jax
 from absl import app, flags
 from etils import epath
 
-from dcgan import images, plots, sampling
+from dcgan import compile_cache, images, plots, sampling
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string(
@@ -50,6 +50,7 @@ _INTERPOLATION = flags.DEFINE_enum(
 def main(argv):
   cli.start(argv)
   with cli.user_errors():
+    compile_cache.enable_for_run(_WORKDIR.value)
     generator, variables, config, step = sampling.load_generator(
         _WORKDIR.value, _STEP.value)
     # Next to checkpoints/, whichever folder --workdir named.

@@ -8,6 +8,7 @@ environment: this session's tests share one cache (conftest.py), which
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -82,3 +83,43 @@ def test_a_resumed_run_loads_its_compiled_programs(tmp_path):
   assert result['second_hits'] >= 2
   assert result['saved_secs'] > 1.0
   assert len(list(folder.iterdir())) >= 2
+
+
+def test_commands_reading_a_run_use_its_cache_folder(tiny_workdir, tmp_path):
+  from dcgan import compile_cache  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('JAX_COMPILATION_CACHE')}
+  # Tiny programs compile in well under the default 1 s threshold.
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_workdir, workdir)
+  config_path = workdir / 'config.json'
+  config = json.loads(config_path.read_text())
+  key = compile_cache.host_key()
+
+  def sample(folder, home):
+    if folder is None:
+      config.pop('compilation_cache_dir', None)  # a run from before the key
+    else:
+      config['compilation_cache_dir'] = folder
+    config_path.write_text(json.dumps(config))
+    process = subprocess.run(
+        [sys.executable, '-m', 'experiments.sample', '--workdir',
+         str(workdir), '--num', '4', '--grid_only', '--out',
+         str(tmp_path / 'out')],
+        cwd=REPO_ROOT, env={**env, 'HOME': str(home)}, capture_output=True,
+        text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+
+  sample(str(tmp_path / 'xla'), tmp_path / 'home1')
+  assert len(list((tmp_path / 'xla' / key).iterdir())) >= 1
+  assert not (tmp_path / 'home1').exists()
+  # Without the key: the default folder, under the user's home.
+  sample(None, tmp_path / 'home2')
+  assert len(list(
+      (tmp_path / 'home2' / '.cache' / 'dcgan' / 'xla' / key).iterdir())) >= 1
+  # '' turns it off.
+  sample('', tmp_path / 'home3')
+  assert not (tmp_path / 'home3').exists()
+  assert (tmp_path / 'out' / 'grid.png').exists()

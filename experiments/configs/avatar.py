@@ -5,7 +5,7 @@ Every value is the tutorial's unless its comment says otherwise.
 
 import ml_collections
 
-from dcgan import health
+from dcgan import compile_cache, health
 from dcgan.data import pipeline
 from dcgan.eval import evaluate
 
@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Not in the tutorial: compiled programs are kept here (in a folder per
   # host CPU) so that a resumed or repeated run loads them instead of
   # compiling again; '' turns that off. See dcgan/compile_cache.py.
-  config.compilation_cache_dir = '~/.cache/dcgan/xla'
+  config.compilation_cache_dir = compile_cache.DEFAULT_DIRECTORY
 
   # 'procedural' (the built-in avatars) or 'folder' (a folder or .zip of
   # images at config.data.path); see dcgan/data/pipeline.py for every key.

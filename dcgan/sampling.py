@@ -406,8 +406,8 @@ def find_checkpoints(path, step: int | None = None):
     (checkpoints folder, step or None for the latest).
 
   Raises:
-    FileNotFoundError: nothing of the above at `path`.
-    ValueError: `path` is one step's folder and `step` names another.
+    FileNotFoundError: nothing of the above at `path`, or `path` is one
+      step's folder and `step` names another.
   """
   from etils import epath  # pylint: disable=g-import-not-at-top
   path = epath.Path(path)
@@ -415,8 +415,10 @@ def find_checkpoints(path, step: int | None = None):
     return path / 'checkpoints', step
   if path.name.isdigit() and (path / 'state').is_dir():
     if step is not None and step != int(path.name):
-      raise ValueError(f'{path} is the checkpoint of step {path.name}, but '
-                       f'step {step} was asked for.')
+      raise FileNotFoundError(
+          f'{path} is the checkpoint of step {path.name}, but step {step} was '
+          f'asked for: give the checkpoints/ folder ({path.parent}) to '
+          f'choose a step.')
     return path.parent, int(path.name)
   if path.is_dir() and any(p.name.isdigit() and (p / 'state').is_dir()
                            for p in path.iterdir()):

@@ -190,7 +190,7 @@ def test_load_discriminator_restores_d(tiny_workdir):
 def test_load_errors_say_what_to_do(tiny_workdir, tmp_path):
   with pytest.raises(FileNotFoundError, match='it has steps \\[3, 6\\]'):
     sampling.load_generator(tiny_workdir, 5)
-  with pytest.raises(ValueError, match='step 3, but step 6'):
+  with pytest.raises(FileNotFoundError, match='step 3, but step 6'):
     sampling.load_generator(tiny_workdir / 'checkpoints' / '3', 6)
   with pytest.raises(FileNotFoundError, match='not a training workdir'):
     sampling.load_generator(tmp_path)
@@ -379,3 +379,21 @@ def test_sample_cli_walks_truncation_and_grid_only(tiny_workdir, tmp_path):
   np.testing.assert_array_equal(grid[2:34, 2:34], truncated[0])
   assert not np.array_equal(
       truncated, sampling.sample_images(generator, variables, config, 4))
+
+
+def test_sample_cli_names_a_step_that_is_not_there_without_traceback(
+    tiny_workdir, tmp_path):
+  one_step = tiny_workdir / 'checkpoints' / '3'
+  for args, message in (
+      (['--workdir', str(one_step), '--step', '6'],
+       f'Error: {one_step} is the checkpoint of step 3, but step 6 was asked '
+       f'for: give the checkpoints/ folder ({one_step.parent}) to choose a '
+       'step.'),
+      (['--workdir', str(tiny_workdir), '--step', '5'],
+       f'Error: No checkpoint of step 5 in {tiny_workdir / "checkpoints"}; '
+       'it has steps [3, 6].')):
+    result = _run([*args, '--out', str(tmp_path / 'out')])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == message
+    assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out').exists()

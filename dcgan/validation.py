@@ -10,12 +10,9 @@ import numbers
 import jax
 
 from dcgan import health, layers, losses, models, sampling
+from dcgan.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')
-
-
-class ConfigError(ValueError):
-  """A config value that is not allowed."""
 
 
 def _fail(key: str, value, allowed: str):

@@ -30,8 +30,8 @@ def user_errors():
   would only hide the one line that says what to do.
   """
   # pylint: disable-next=g-import-not-at-top
-  from dcgan import errors, validation
+  from dcgan import errors
   try:
     yield
-  except (validation.ConfigError, FileNotFoundError, errors.RunError) as error:
+  except (errors.ConfigError, FileNotFoundError, errors.RunError) as error:
     sys.exit(f'Error: {error}')

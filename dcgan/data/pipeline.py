@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from dcgan import errors
 from dcgan.data import builders
 
 SOURCES = ('procedural', 'folder')
@@ -45,7 +46,7 @@ def get_default_data_config() -> ml_collections.ConfigDict:
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-  raise ValueError(f'config.data.{key} = {value!r} is invalid: {allowed}.')
+  raise errors.ConfigError(f'config.data.{key} = {value!r} is invalid: {allowed}.')
 
 
 def _check_int(config, key: str, low: int, high: int | None = None) -> None:
@@ -57,10 +58,11 @@ def _check_int(config, key: str, low: int, high: int | None = None) -> None:
 
 
 def validate_data_config(data_config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad key of `config.data`.
+  """Checks the types and ranges of `config.data`.
 
-  Checks types and ranges only; whether `path` exists is checked when the
-  data is prepared (FileNotFoundError naming it).
+  Raises `errors.ConfigError` (a ValueError) naming the first bad key;
+  whether `path` exists is checked when the data is prepared
+  (FileNotFoundError naming it).
   """
   allowed_keys = set(get_default_data_config().keys())
   unknown = sorted(set(data_config.keys()) - allowed_keys)

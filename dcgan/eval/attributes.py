@@ -51,7 +51,7 @@ import optax
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from dcgan import layers, sampling
+from dcgan import errors, layers, sampling
 from dcgan.data import builders, pipeline
 from dcgan.eval import coverage
 
@@ -300,13 +300,20 @@ def load_labelled_folder(data_config: ml_collections.ConfigDict,
                         default_subset=tuple(attributes))
 
 
+def check_labels_csv(data_config: ml_collections.ConfigDict,
+                     labels_csv: str) -> None:
+  """Raises errors.ConfigError if `labels_csv` is given for built-in data."""
+  if data_config.source == 'procedural' and labels_csv:
+    raise errors.ConfigError(
+        'labels_csv is only for folder sources; the procedural avatars carry '
+        'their own labels.')
+
+
 def load_labelled(data_config: ml_collections.ConfigDict, image_size: int,
                   labels_csv: str = '') -> LabelledImages:
   """`load_procedural` or `load_labelled_folder`, by `data_config.source`."""
+  check_labels_csv(data_config, labels_csv)
   if data_config.source == 'procedural':
-    if labels_csv:
-      raise ValueError('labels_csv is only for folder sources; the procedural '
-                       'avatars carry their own labels.')
     return load_procedural(data_config, image_size)
   return load_labelled_folder(data_config, image_size, labels_csv)
 

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from dcgan import sampling
+from dcgan import errors, sampling
 from dcgan.data import pipeline
 
 logger = logging.getLogger(__name__)
@@ -69,16 +69,17 @@ def heldout_indices(data_config, num_reference: int, num: int,
   """Training-set indices outside the reference subset: `num`, seeded.
 
   Raises:
-    ValueError: fewer than `num` images are left outside the subset.
+    errors.ConfigError (a ValueError): fewer than `num` images are left
+      outside the subset.
   """
   from dcgan.eval import reference  # pylint: disable=g-import-not-at-top
   size = pipeline.describe(data_config)['num_examples']
   taken = reference.subset_indices(size, num_reference)
   rest = np.setdiff1d(np.arange(size), taken)
   if len(rest) < num:
-    raise ValueError(
+    raise errors.ConfigError(
         f'only {len(rest)} of the dataset\'s {size} images lie outside the '
-        f'{num_reference}-image reference subset, fewer than num = {num}; '
+        f'{len(taken)}-image reference subset, fewer than num = {num}; '
         'ask for fewer images or a smaller reference.')
   rng = np.random.default_rng(seed)
   return np.sort(rng.permutation(rest)[:num])
@@ -93,9 +94,12 @@ def _real_images(data_config, image_size: int, what: str, num: int,
     indices = heldout_indices(data_config, num_reference, num)
     described = {'real': HELDOUT, 'dataset': pipeline.describe(data_config)}
   else:
+    if not epath.Path(what).exists():
+      raise FileNotFoundError(
+          f'{what} does not exist: the real images to score are \'heldout\' '
+          'or a folder or .zip of images.')
     source_config = ml_collections.ConfigDict(data_config.to_dict())
     source_config.source, source_config.path = 'folder', what
-    source_config.num_examples = 0
     size = pipeline.describe(source_config)['num_examples']
     indices = reference.subset_indices(size, num, seed=1)
     described = {'real': what, 'dataset': pipeline.describe(source_config)}
@@ -133,6 +137,9 @@ def score_images(images: np.ndarray, run_config, eval_config, *,
   if faces and eval_config.cascade_path:
     from dcgan.eval import faces as faces_lib  # pylint: disable=g-import-not-at-top
     faces_lib.load_cascade(eval_config.cascade_path)  # fails before the work
+  if coverage and eval_config.coverage:
+    from dcgan.eval import attributes  # pylint: disable=g-import-not-at-top
+    attributes.check_labels_csv(run_config.data, eval_config.labels_csv)
   if inception:
     from dcgan.eval import inception as inception_lib  # pylint: disable=g-import-not-at-top
     from dcgan.eval import reference  # pylint: disable=g-import-not-at-top

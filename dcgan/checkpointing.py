@@ -267,6 +267,19 @@ def restore(manager: ocp.CheckpointManager, abstract_state: state_lib.GANState,
   return restored.state, restored.config
 
 
+def saved_config(manager: ocp.CheckpointManager,
+                 step: int) -> dict[str, Any] | None:
+  """The config saved with checkpoint `step`; None where it cannot be read.
+
+  Reads the small JSON item alone, none of the state.
+  """
+  try:
+    return manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config']
+  except Exception:  # pylint: disable=broad-exception-caught
+    return None  # restoring the whole checkpoint will say what is wrong
+
+
 @dataclasses.dataclass
 class Restored:
   """One restored checkpoint.

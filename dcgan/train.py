@@ -13,12 +13,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dcgan import checkpointing, compile_cache, heap, health, images, losses
+from dcgan import checkpointing, compile_cache, errors, heap, health, images
+from dcgan import losses
 from dcgan import metric_writers
 from dcgan import models, sampling, validation
 from dcgan import state as state_lib
@@ -261,21 +263,20 @@ class _StopOnSignal:
     self._previous = {}
 
 
-def _write_config(config, workdir: epath.Path) -> dict[str, Any]:
+def _write_config(config_dict: dict[str, Any], workdir: epath.Path) -> None:
   """Writes `<workdir>/config.json` whole (via a temporary file and rename)."""
-  config_dict = json.loads(config.to_json_best_effort())
   path = workdir / 'config.json'
   tmp = workdir / 'config.json.tmp'
   tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + '\n')
   os.replace(tmp, path)
-  return config_dict
 
 
-def _check_resumed_config(saved: dict[str, Any] | None,
-                          current: dict[str, Any]) -> None:
-  """Warns about config values that differ from the checkpoint's."""
-  if not saved:
-    return
+def _config_changes(saved: dict[str, Any],
+                    current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+  """(key, current value, saved value) of each value that differs.
+
+  Keys the saved config lacks (added since it was written) are left out.
+  """
   def flatten(d, prefix=''):
     for k, v in d.items():
       if isinstance(v, dict):
@@ -283,11 +284,42 @@ def _check_resumed_config(saved: dict[str, Any] | None,
       else:
         yield f'{prefix}{k}', v
   saved_flat, current_flat = dict(flatten(saved)), dict(flatten(current))
-  changed = sorted(k for k in current_flat
-                   if saved_flat.get(k, current_flat[k]) != current_flat[k])
-  for key in changed:
+  return [(k, current_flat[k], saved_flat[k]) for k in sorted(current_flat)
+          if saved_flat.get(k, current_flat[k]) != current_flat[k]]
+
+
+def _check_resumed_config(saved: dict[str, Any] | None,
+                          current: dict[str, Any]) -> None:
+  """Warns about config values that differ from the checkpoint's."""
+  for key, now, then in _config_changes(saved or {}, current):
     logging.warning('Resuming with config.%s=%r (the checkpoint has %r).',
-                    key, current_flat[key], saved_flat[key])
+                    key, now, then)
+
+
+def _with_value(config_dict: dict[str, Any], key: str, value):
+  """A ConfigDict of `config_dict` with the dotted `key` set to `value`."""
+  config = ml_collections.ConfigDict(config_dict)
+  *parents, name = key.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  return config
+
+
+def _state_shapes(config) -> list[tuple[str, tuple, str]]:
+  """(path, shape, dtype) of each array of a run's state under `config`.
+
+  Traced from the config, without computing anything.
+  """
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  g_tx, d_tx = state_lib.create_optimizers(config)
+  state = jax.eval_shape(lambda: state_lib.create_state(
+      config, generator, discriminator, g_tx, d_tx))
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  return [(jax.tree_util.keystr(path), tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in leaves]
 
 
 def save_sample_grid(generator, state, latents, workdir: epath.Path,
@@ -333,7 +365,7 @@ class _Run:
   def _set_up(self, config, workdir: epath.Path) -> None:
     self.config = config
     self.workdir = workdir
-    self.config_dict = _write_config(config, workdir)
+    self.config_dict = json.loads(config.to_json_best_effort())
     mesh = create_mesh()
     self.replicated = NamedSharding(mesh, P())
     self.data_sharding = NamedSharding(mesh, P('data'))
@@ -346,6 +378,7 @@ class _Run:
     self.manager = checkpointing.create_manager(workdir / 'checkpoints',
                                                 keep=config.keep_checkpoints)
     self._closing.callback(self.manager.close)
+    self._refuse_other_shapes()  # before anything is written
     self.writer = metric_writers.MetricWriter(workdir)
     self._closing.callback(self.writer.close)
     self.latents = jax.device_put(sampling.fixed_latents(config),
@@ -354,6 +387,8 @@ class _Run:
     self._reference = self._extractor = self._best_manager = None
     self.state = self._fresh_state()
     self._restore_at_start()
+    # Only now: a start refused above leaves the run's config.json as it was.
+    _write_config(self.config_dict, workdir)
     self.step = int(jax.device_get(self.state.step))
     # A copy: the step donates the state, so its rng buffer is reused.
     self.train_rng = jax.device_put(
@@ -392,6 +427,43 @@ class _Run:
     self.writer.write_event(restored.step, 'resumed',
                             **health.remedy_summary(self.record,
                                                     self.config.health))
+
+  def _refuse_other_shapes(self) -> None:
+    """Stops if the newest checkpoint's config gives the state other shapes.
+
+    A changed image size or layer width cannot resume: say which config
+    values differ before orbax fails on the first array that does not fit.
+    """
+    step = self.manager.latest_step()
+    saved = None if step is None else checkpointing.saved_config(
+        self.manager, step)
+    if not saved:
+      return
+    try:
+      theirs = _state_shapes(ml_collections.ConfigDict(saved))
+    except Exception:  # pylint: disable=broad-exception-caught
+      return  # a config this code cannot build: the restore will say more
+    ours = _state_shapes(self.config)
+    if theirs == ours:
+      return
+    changes = _config_changes(saved, self.config_dict)
+    if len(changes) > 1:  # name those that change shapes on their own
+      alone = [(key, now, then) for key, now, then in changes
+               if _state_shapes(_with_value(saved, key, now)) != theirs]
+      changes = alone or changes
+    differing = next(((a, b) for a, b in zip(ours, theirs) if a != b), None)
+    where = (f'state{differing[0][0]} is {differing[0][1]} {differing[0][2]} '
+             f'here and {differing[1][1]} {differing[1][2]} there'
+             if differing and differing[0][0] == differing[1][0] else
+             'the state has other parts')
+    raise errors.RunError(
+        f'The checkpoints in {self.workdir} hold a model of other shapes than '
+        f'this config gives ({where}; checkpoint {step}). This config '
+        'differs from theirs in: ' + ', '.join(
+            f'config.{k} = {now!r} (theirs: {then!r})'
+            for k, now, then in changes) +
+        '. Resume with their values, or train in another --workdir. Nothing '
+        'in the workdir was changed.')
 
   def _report_skipped(self, restored: checkpointing.Restored) -> None:
     for skipped in restored.skipped:
@@ -682,10 +754,15 @@ def train_and_evaluate(config, workdir: epath.PathLike) -> state_lib.GANState:
       `config.health.max_rollbacks` times.
     checkpointing.SaveError: the final checkpoint could not be written.
     checkpointing.NoUsableCheckpointError: checkpoints exist, none restores.
+    errors.RunError: `workdir` is a file, or its checkpoints hold a model of
+      other shapes than `config` gives.
   """
   validation.validate_config(config)
   compile_cache.enable(config.compilation_cache_dir)
   workdir = epath.Path(workdir).resolve()  # orbax wants absolute paths
+  if workdir.exists() and not workdir.is_dir():
+    raise errors.RunError(f'The workdir {workdir} is a file: give a folder, '
+                          "new or a run's, to train in.")
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.lock(workdir):
     run = _Run(config, workdir)

@@ -21,6 +21,15 @@ def start(argv) -> None:
   py_logging.getLogger().setLevel(py_logging.INFO)
 
 
+def check_output_folder(path, flag: str = '--out') -> None:
+  """Refuses an output folder that is an existing file, before any work."""
+  from dcgan import errors  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  if path and epath.Path(path).exists() and not epath.Path(path).is_dir():
+    raise errors.RunError(f'{flag} {path} is a file: give a folder (it is '
+                          'made if missing).')
+
+
 @contextlib.contextmanager
 def user_errors():
   """Ends the program with the message alone for errors in what the user gave.

@@ -44,6 +44,7 @@ _EMBEDDINGS = flags.DEFINE_multi_enum(
 def main(argv):
   cli.start(argv)
   with cli.user_errors():
+    cli.check_output_folder(_OUT.value)
     compile_cache.enable_for_run(_WORKDIR.value)
     report.write_report(
         _WORKDIR.value, _OUT.value, step=_STEP.value, seed=_SEED.value,

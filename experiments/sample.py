@@ -50,6 +50,7 @@ _INTERPOLATION = flags.DEFINE_enum(
 def main(argv):
   cli.start(argv)
   with cli.user_errors():
+    cli.check_output_folder(_OUT.value)
     compile_cache.enable_for_run(_WORKDIR.value)
     generator, variables, config, step = sampling.load_generator(
         _WORKDIR.value, _STEP.value)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan import checkpointing, health, models, train
+from dcgan import checkpointing, errors, health, models, train
 from dcgan import state as state_lib
 from dcgan.data import pipeline
 from experiments.configs import tiny
@@ -208,6 +208,26 @@ def test_a_changed_model_is_not_taken_for_damage(run_copy):
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
       '3', '6']
   manager.close()
+
+
+def test_resuming_with_other_shapes_names_the_config_values(run_copy):
+  config, workdir, _ = run_copy
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  config.model.g_base_features = 16  # other shapes than the checkpoints'
+  config.num_train_steps = 9  # may change: not named
+  config.log_every_steps = 3  # neither
+  with pytest.raises(errors.RunError) as error:
+    train.train_and_evaluate(config, workdir)
+  assert str(error.value) == (
+      f'The checkpoints in {workdir} hold a model of other shapes than this '
+      "config gives (state.g_params['bn0']['bias'] is (128,) float32 here and "
+      '(64,) float32 there; checkpoint 6). This config differs from theirs '
+      'in: config.model.g_base_features = 16 (theirs: 8). Resume with their '
+      'values, or train in another --workdir. Nothing in the workdir was '
+      'changed.')
+  # Not a byte written: config.json still describes the checkpoints.
+  after = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  assert after == before
 
 
 def test_a_non_finite_checkpoint_is_not_restored(run_copy):

@@ -381,7 +381,7 @@ def test_sample_cli_walks_truncation_and_grid_only(tiny_workdir, tmp_path):
       truncated, sampling.sample_images(generator, variables, config, 4))
 
 
-def test_sample_cli_names_a_step_that_is_not_there_without_traceback(
+def test_sample_cli_refuses_bad_paths_without_traceback(
     tiny_workdir, tmp_path):
   one_step = tiny_workdir / 'checkpoints' / '3'
   for args, message in (
@@ -397,3 +397,11 @@ def test_sample_cli_names_a_step_that_is_not_there_without_traceback(
     assert result.stderr.strip().splitlines()[-1] == message
     assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'out').exists()
+  (tmp_path / 'a_file').write_text('kept')
+  result = _run(['--workdir', str(tiny_workdir), '--out',
+                 str(tmp_path / 'a_file')])
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'Error: --out {tmp_path / "a_file"} is a file: give a folder (it is '
+      'made if missing).')
+  assert (tmp_path / 'a_file').read_text() == 'kept'

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcgan import checkpointing, models, sampling, train, validation
+from dcgan import checkpointing, errors, models, sampling, train, validation
 from dcgan import state as state_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -111,6 +111,15 @@ def test_invalid_config_is_refused_before_anything_is_written(tiny_config,
                      r'multiple of 16'):
     train.train_and_evaluate(tiny_config, tmp_path / 'run')
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_workdir_that_is_a_file_is_refused(tiny_config, tmp_path):
+  (tmp_path / 'run').write_text('kept')
+  with pytest.raises(errors.RunError) as error:
+    train.train_and_evaluate(tiny_config, tmp_path / 'run')
+  assert str(error.value) == (f'The workdir {tmp_path / "run"} is a file: give '
+                              "a folder, new or a run's, to train in.")
+  assert (tmp_path / 'run').read_text() == 'kept'
 
 
 def _run(args, cwd=REPO_ROOT):

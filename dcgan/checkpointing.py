@@ -20,6 +20,7 @@ The functions take a manager, so a second one (e.g. for a 'best' checkpoint in
 another folder) works the same way.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -380,6 +381,22 @@ def restore_latest_good(
   return None
 
 
+_READ_ONLY_NOTICE = 'Given directory is read only'
+
+
+@contextlib.contextmanager
+def _without_warning(prefix: str):
+  """Drops log records (absl's, which orbax uses) that start with `prefix`."""
+  def keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(prefix)
+  absl_logger = logging.getLogger('absl')
+  absl_logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(keep)
+
+
 def restore_variables(directory: epath.PathLike, make_abstract,
                       step: int | None = None):
   """Reads a checkpoint's config, then only the parts of the state it needs.
@@ -401,11 +418,16 @@ def restore_variables(directory: epath.PathLike, make_abstract,
   Raises:
     FileNotFoundError: no checkpoint (of `step`) in `directory`.
   """
-  manager = ocp.CheckpointManager(
-      epath.Path(directory).resolve(),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
-                     'config': ocp.JsonCheckpointHandler()})
+  # Read-only, so that reading never tidies (deletes) anything of a run that
+  # may be training; orbax warns that it is on every open, which is noise
+  # here: every sample, evaluation and report opens one.
+  with _without_warning(_READ_ONLY_NOTICE):
+    manager = ocp.CheckpointManager(
+        epath.Path(directory).resolve(),
+        options=ocp.CheckpointManagerOptions(
+            read_only=True, create=False, save_interval_steps=0),
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler()})
   try:
     steps = sorted(manager.all_steps())
     if not steps:

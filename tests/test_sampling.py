@@ -1,6 +1,7 @@
 """Latents, truncation, walks, arithmetic and loading trained networks."""
 
 import importlib
+import logging
 import os
 import pathlib
 import re
@@ -165,6 +166,7 @@ def test_jitter_keeps_the_latent_first_and_bounds_the_noise():
 def test_load_generator_from_workdir_checkpoints_or_one_step(tiny_workdir):
   loaded = sampling.load_generator(tiny_workdir)
   assert loaded.step == 6 and loaded.config.image_size == 32
+  assert not logging.getLogger('absl').filters  # the notices' filter is gone
   generator, variables, config, step = loaded  # still a 4-tuple
   assert type(generator).__name__ == 'Generator'
   from_folder = sampling.load_generator(tiny_workdir / 'checkpoints')
@@ -357,6 +359,8 @@ def test_sample_cli_walks_truncation_and_grid_only(tiny_workdir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Wrote walk.png and walk.gif (3 walks of 4 frames, slerp, seeds 2 ' \
          'to 5) from step 6' in result.stderr
+  # Orbax's notices about the read-only checkpoint folder are not shown.
+  assert 'read only' not in result.stderr and 'read_only' not in result.stderr
   walk = np.asarray(Image.open(tmp_path / 'walk' / 'walk.png'))
   assert walk.shape == (3 * 34 + 2, 4 * 34 + 2, 3)
   # The first column is the latents of --seed, the last those of --end_seed.

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
+from dcgan import errors
 from dcgan.data import avatars, builders, pipeline
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -584,7 +585,9 @@ def test_pipeline_state_round_trips_through_orbax(data_config, tmp_path):
 
 
 def test_pipeline_rejects_batch_larger_than_dataset(data_config):
-  with pytest.raises(ValueError, match='batch_size 65'):
+  with pytest.raises(errors.ConfigError,
+                     match=r'config\.batch_size = 65 is larger than the '
+                     r'dataset \(64 images\)'):
     _iterator(data_config, batch_size=NUM_PROCEDURAL + 1)
 
 

@@ -122,6 +122,22 @@ def test_a_workdir_that_is_a_file_is_refused(tiny_config, tmp_path):
   assert (tmp_path / 'run').read_text() == 'kept'
 
 
+def test_a_folder_smaller_than_a_batch_is_refused_naming_it(tiny_config,
+                                                           tmp_path):
+  folder = tmp_path / 'faces'
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(
+        folder / f'{i}.png')
+  tiny_config.data.source, tiny_config.data.path = 'folder', str(folder)
+  with pytest.raises(errors.ConfigError) as error:
+    train.train_and_evaluate(tiny_config, tmp_path / 'run')
+  assert str(error.value) == (
+      f'config.batch_size = 8 is larger than the dataset (3 images in '
+      f'{folder}): no full batch can be formed. Lower it '
+      '(--config.batch_size) or add images.')
+
+
 def _run(args, cwd=REPO_ROOT):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env,

@@ -171,9 +171,12 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *,
   source = prepare(data_config).as_data_source(
       split='train', decoders={'image': tfds.decode.SkipDecoding()})
   if batch_size > len(source):
-    raise ValueError(
-        f'batch_size {batch_size} is larger than the dataset '
-        f'({len(source)} images): no full batch can be formed.')
+    where = (f' in {data_config.path}' if data_config.source == 'folder'
+             else '')
+    raise errors.ConfigError(
+        f'config.batch_size = {batch_size} is larger than the dataset '
+        f'({len(source)} images{where}): no full batch can be formed. Lower '
+        'it (--config.batch_size) or add images.')
   dataset = (grain.MapDataset.source(source)
              .shuffle(seed=seed % 2**32)
              .map(_ToModelImage(image_size))

@@ -118,12 +118,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _check_health(config)
   _check_eval(config)
 
-  try:
-    pipeline.validate_data_config(config.data)
-  except ConfigError:
-    raise
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  pipeline.validate_data_config(config.data)
   if (config.data.source == 'procedural' and
       batch_size > config.data.num_examples):
     _fail('batch_size', batch_size,

@@ -46,7 +46,8 @@ def get_default_data_config() -> ml_collections.ConfigDict:
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-  raise errors.ConfigError(f'config.data.{key} = {value!r} is invalid: {allowed}.')
+  raise errors.ConfigError(
+      f'config.data.{key} = {value!r} is invalid: {allowed}.')
 
 
 def _check_int(config, key: str, low: int, high: int | None = None) -> None:
@@ -71,8 +72,9 @@ def validate_data_config(data_config: ml_collections.ConfigDict) -> None:
           f'unknown key; the keys are {sorted(allowed_keys)}')
   missing = sorted(allowed_keys - set(data_config.keys()))
   if missing:
-    raise ValueError(f'config.data.{missing[0]} is missing; start from '
-                     'dcgan.data.get_default_data_config().')
+    raise errors.ConfigError(
+        f'config.data.{missing[0]} is missing; start from '
+        'dcgan.data.get_default_data_config().')
   if data_config.source not in SOURCES:
     _fail('source', data_config.source, f'must be one of {SOURCES}')
   if not isinstance(data_config.path, str):

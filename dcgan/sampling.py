@@ -19,6 +19,7 @@ or less to make a visible difference.
 
 import functools
 import math
+import numbers
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -53,6 +54,8 @@ def sample_latents(rng: jax.Array, num: int, latent_dim: int,
     truncation: None for the prior itself (what training draws), or t > 0
       for the prior conditioned on |z_i| <= t (see the module doc).
   """
+  if not (isinstance(num, numbers.Integral) and num >= 1):
+    raise ValueError(f'num must be an integer >= 1, got {num!r}')
   if dist == 'uniform':
     latents = jax.random.uniform(rng, (num, latent_dim), jnp.float32, -1.0,
                                  1.0)
@@ -204,8 +207,10 @@ def generate_images(generator, variables, latents, batch_size: int = 256
                     ) -> np.ndarray:
   """uint8 images (B, H, W, 3) of latents (B, latent_dim), eval-mode G."""
   latents = np.asarray(latents, np.float32)
-  if latents.ndim != 2:
-    raise ValueError(f'latents must be (B, latent_dim), got {latents.shape}')
+  latent_dim = variables['params']['project']['kernel'].shape[0]
+  if latents.ndim != 2 or latents.shape[1] != latent_dim or not len(latents):
+    raise ValueError(f'latents must be (B >= 1, {latent_dim}) for this '
+                     f'generator, got {latents.shape}')
   return to_uint8(apply_in_batches(generator, variables, latents, batch_size,
                                    apply=_generate_eval))
 

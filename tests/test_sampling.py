@@ -189,6 +189,20 @@ def test_load_discriminator_restores_d(tiny_workdir):
   assert logits.shape == (2,) and np.all(np.isfinite(logits))
 
 
+def test_sampling_refuses_bad_counts_and_latents(tiny_workdir):
+  generator, variables, config, _ = sampling.load_generator(tiny_workdir)
+  for num in (0, -3, 2.0):
+    with pytest.raises(ValueError,
+                       match=f'num must be an integer >= 1, got {num!r}'):
+      sampling.sample_images(generator, variables, config, num)
+  for shape in ((2, 7), (0, 16), (16,)):
+    with pytest.raises(ValueError, match=re.escape(
+        f'latents must be (B >= 1, 16) for this generator, got {shape}')):
+      sampling.generate_images(generator, variables, np.zeros(shape))
+  assert sampling.sample_images(generator, variables, config,
+                                np.int64(2)).shape == (2, 32, 32, 3)
+
+
 def test_load_errors_say_what_to_do(tiny_workdir, tmp_path):
   with pytest.raises(FileNotFoundError, match='it has steps \\[3, 6\\]'):
     sampling.load_generator(tiny_workdir, 5)

@@ -456,14 +456,16 @@ class _Run:
              f'here and {differing[1][1]} {differing[1][2]} there'
              if differing and differing[0][0] == differing[1][0] else
              'the state has other parts')
+    why = ('This config differs from theirs in: ' + ', '.join(
+        f'config.{k} = {now!r} (theirs: {then!r})'
+        for k, now, then in changes) + '. Resume with their values'
+           if changes else
+           'Their config is this one: this version of the code builds the '
+           'model differently. Resume with the version that wrote them')
     raise errors.RunError(
         f'The checkpoints in {self.workdir} hold a model of other shapes than '
-        f'this config gives ({where}; checkpoint {step}). This config '
-        'differs from theirs in: ' + ', '.join(
-            f'config.{k} = {now!r} (theirs: {then!r})'
-            for k, now, then in changes) +
-        '. Resume with their values, or train in another --workdir. Nothing '
-        'in the workdir was changed.')
+        f'this config gives ({where}; checkpoint {step}). {why}, or train in '
+        'another --workdir. Nothing in the workdir was changed.')
 
   def _report_skipped(self, restored: checkpointing.Restored) -> None:
     for skipped in restored.skipped:

@@ -199,15 +199,10 @@ def _final_states(args, workdirs):
   """Restores the final checkpoint of each workdir (needs JAX here only)."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from dcgan import checkpointing, models
+  from dcgan import checkpointing
   from dcgan import state as state_lib
   from experiments.configs import tiny
-  config = tiny.get_config()
-  generator, discriminator = models.create_models(config.model,
-                                                  config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(config)
-  abstract = jax.eval_shape(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))
+  abstract = state_lib.abstract_state(tiny.get_config())
   states = []
   for workdir in workdirs:
     manager = checkpointing.create_manager(workdir / 'checkpoints',

@@ -68,6 +68,19 @@ def create_state(config, generator: models.Generator,
   return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)()
 
 
+def abstract_state(config) -> GANState:
+  """The shapes and dtypes of `create_state`'s state under `config`.
+
+  `jax.ShapeDtypeStruct`s, traced without computing anything: what a
+  checkpoint of a run with this config holds.
+  """
+  generator, discriminator = models.create_models(config.model,
+                                                  config.image_size)
+  g_tx, d_tx = create_optimizers(config)
+  return jax.eval_shape(lambda: create_state(config, generator, discriminator,
+                                             g_tx, d_tx))
+
+
 def _init_state(config, generator, discriminator, g_tx, d_tx) -> GANState:
   root = jax.random.key(config.seed)
   g_rng, d_rng, train_rng = jax.random.split(jax.random.fold_in(root, 0), 3)

@@ -307,16 +307,8 @@ def _with_value(config_dict: dict[str, Any], key: str, value):
   return config
 
 
-def _state_shapes(config) -> list[tuple[str, tuple, str]]:
-  """(path, shape, dtype) of each array of a run's state under `config`.
-
-  Traced from the config, without computing anything.
-  """
-  generator, discriminator = models.create_models(config.model,
-                                                  config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(config)
-  state = jax.eval_shape(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))
+def _state_shapes(state) -> list[tuple[str, tuple, str]]:
+  """(path, shape, dtype) of each array of a state (or abstract state)."""
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
   return [(jax.tree_util.keystr(path), tuple(leaf.shape), str(leaf.dtype))
           for path, leaf in leaves]
@@ -378,6 +370,7 @@ class _Run:
     self.manager = checkpointing.create_manager(workdir / 'checkpoints',
                                                 keep=config.keep_checkpoints)
     self._closing.callback(self.manager.close)
+    self.state = self._fresh_state()
     self._refuse_other_shapes()  # before anything is written
     self.writer = metric_writers.MetricWriter(workdir)
     self._closing.callback(self.writer.close)
@@ -385,7 +378,6 @@ class _Run:
                                   self.replicated)
     self.record = health.Record()
     self._reference = self._extractor = self._best_manager = None
-    self.state = self._fresh_state()
     self._restore_at_start()
     # Only now: a start refused above leaves the run's config.json as it was.
     _write_config(self.config_dict, workdir)
@@ -429,7 +421,7 @@ class _Run:
                                                     self.config.health))
 
   def _refuse_other_shapes(self) -> None:
-    """Stops if the newest checkpoint's config gives the state other shapes.
+    """Stops if the newest checkpoint's config gives `self.state` other shapes.
 
     A changed image size or layer width cannot resume: say which config
     values differ before orbax fails on the first array that does not fit.
@@ -440,16 +432,18 @@ class _Run:
     if not saved:
       return
     try:
-      theirs = _state_shapes(ml_collections.ConfigDict(saved))
+      theirs = _state_shapes(state_lib.abstract_state(
+          ml_collections.ConfigDict(saved)))
     except Exception:  # pylint: disable=broad-exception-caught
       return  # a config this code cannot build: the restore will say more
-    ours = _state_shapes(self.config)
+    ours = _state_shapes(self.state)
     if theirs == ours:
       return
     changes = _config_changes(saved, self.config_dict)
     if len(changes) > 1:  # name those that change shapes on their own
       alone = [(key, now, then) for key, now, then in changes
-               if _state_shapes(_with_value(saved, key, now)) != theirs]
+               if _state_shapes(state_lib.abstract_state(
+                   _with_value(saved, key, now))) != theirs]
       changes = alone or changes
     differing = next(((a, b) for a, b in zip(ours, theirs) if a != b), None)
     where = (f'state{differing[0][0]} is {differing[0][1]} {differing[0][2]} '

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan import checkpointing, errors, health, models, train
+from dcgan import checkpointing, errors, health, train
 from dcgan import state as state_lib
 from dcgan.data import pipeline
 from experiments.configs import tiny
@@ -30,14 +30,6 @@ def _config(cache_dir):
   config = tiny.get_config()
   config.data.cache_dir = str(cache_dir)
   return config
-
-
-def _abstract_state(config):
-  generator, discriminator = models.create_models(config.model,
-                                                  config.image_size)
-  g_tx, d_tx = state_lib.create_optimizers(config)
-  return jax.eval_shape(lambda: state_lib.create_state(
-      config, generator, discriminator, g_tx, d_tx))
 
 
 def _data_iterator(config, skip=0):
@@ -132,7 +124,7 @@ def test_damaged_newest_is_moved_aside_and_older_restored(
   caplog.set_level(logging.WARNING)
   iterator = _data_iterator(config)
   restored = checkpointing.restore_latest_good(
-      manager, _abstract_state(config), iterator)
+      manager, state_lib.abstract_state(config), iterator)
   assert restored.step == 3 and int(restored.state.step) == 3
   assert iterator.get_state() == _data_iterator(config, skip=3).get_state()
   assert manager.all_steps() == [3]
@@ -155,7 +147,7 @@ def test_a_flipped_byte_goes_unnoticed_without_the_manifest(run_copy):
   config, workdir, final = run_copy
   _flip_a_byte(_largest_state_file(workdir / 'checkpoints' / '6'))
   manager = checkpointing.create_manager(workdir / 'checkpoints', keep=2)
-  state, _ = checkpointing.restore(manager, _abstract_state(config), step=6)
+  state, _ = checkpointing.restore(manager, state_lib.abstract_state(config), step=6)
   manager.close()
   assert not _leaves_equal(state, final)
 
@@ -189,7 +181,7 @@ def test_nothing_is_moved_when_no_checkpoint_restores(run_copy):
     _flip_a_byte(_largest_state_file(directory / step))
   manager = checkpointing.create_manager(directory, keep=2)
   with pytest.raises(checkpointing.NoUsableCheckpointError) as error:
-    checkpointing.restore_latest_good(manager, _abstract_state(config))
+    checkpointing.restore_latest_good(manager, state_lib.abstract_state(config))
   assert 'step 6: ' in str(error.value) and 'step 3: ' in str(error.value)
   assert 'Nothing was moved or deleted' in str(error.value)
   assert manager.all_steps() == [3, 6]
@@ -203,7 +195,7 @@ def test_a_changed_model_is_not_taken_for_damage(run_copy):
   manager = checkpointing.create_manager(workdir / 'checkpoints', keep=2)
   with pytest.raises(checkpointing.NoUsableCheckpointError,
                      match='If the config changed since they were written'):
-    checkpointing.restore_latest_good(manager, _abstract_state(config))
+    checkpointing.restore_latest_good(manager, state_lib.abstract_state(config))
   assert manager.all_steps() == [3, 6]
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
       '3', '6']
@@ -233,12 +225,12 @@ def test_resuming_with_other_shapes_names_the_config_values(run_copy):
 def test_a_non_finite_checkpoint_is_not_restored(run_copy):
   config, workdir, _ = run_copy
   manager = checkpointing.create_manager(workdir / 'checkpoints', keep=3)
-  state, config_dict = checkpointing.restore(manager, _abstract_state(config))
+  state, config_dict = checkpointing.restore(manager, state_lib.abstract_state(config))
   bad = state.replace(step=state.step + 1, g_params=jax.tree.map(
       lambda x: jnp.full_like(x, jnp.nan), state.g_params))
   checkpointing.save(manager, bad, config_dict)  # as an older version might
   restored = checkpointing.restore_latest_good(
-      manager, _abstract_state(config),
+      manager, state_lib.abstract_state(config),
       check_state=lambda s: bool(health.is_finite(s)))
   assert restored.step == 6
   assert restored.skipped[0]['step'] == 7

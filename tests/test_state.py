@@ -35,11 +35,10 @@ def test_init_compiled_for_speed_gives_the_fully_optimised_bits(tiny_config):
 
 
 def test_init_also_traces_inside_other_computations(tiny_config):
-  # As the checkpoint tests and benchmarks/kill_anywhere.py do, for the
-  # shapes of a state to restore into.
-  modules = _modules(tiny_config)
-  abstract = jax.eval_shape(lambda: state_lib.create_state(*modules))
-  concrete = state_lib.create_state(*modules)
+  # `abstract_state` traces it inside jax.eval_shape, for the shapes of a
+  # state to restore into or to compare with a checkpoint's.
+  abstract = state_lib.abstract_state(tiny_config)
+  concrete = state_lib.create_state(*_modules(tiny_config))
   assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
   for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete)):
     assert (a.shape, a.dtype) == (c.shape, c.dtype)

@@ -147,7 +147,8 @@ def test_a_flipped_byte_goes_unnoticed_without_the_manifest(run_copy):
   config, workdir, final = run_copy
   _flip_a_byte(_largest_state_file(workdir / 'checkpoints' / '6'))
   manager = checkpointing.create_manager(workdir / 'checkpoints', keep=2)
-  state, _ = checkpointing.restore(manager, state_lib.abstract_state(config), step=6)
+  state, _ = checkpointing.restore(manager, state_lib.abstract_state(config),
+                                  step=6)
   manager.close()
   assert not _leaves_equal(state, final)
 
@@ -225,7 +226,8 @@ def test_resuming_with_other_shapes_names_the_config_values(run_copy):
 def test_a_non_finite_checkpoint_is_not_restored(run_copy):
   config, workdir, _ = run_copy
   manager = checkpointing.create_manager(workdir / 'checkpoints', keep=3)
-  state, config_dict = checkpointing.restore(manager, state_lib.abstract_state(config))
+  state, config_dict = checkpointing.restore(
+      manager, state_lib.abstract_state(config))
   bad = state.replace(step=state.step + 1, g_params=jax.tree.map(
       lambda x: jnp.full_like(x, jnp.nan), state.g_params))
   checkpointing.save(manager, bad, config_dict)  # as an older version might

@@ -100,9 +100,9 @@ def _real_images(data_config, image_size: int, what: str, num: int,
           'or a folder or .zip of images.')
     source_config = ml_collections.ConfigDict(data_config.to_dict())
     source_config.source, source_config.path = 'folder', what
-    size = pipeline.describe(source_config)['num_examples']
-    indices = reference.subset_indices(size, num, seed=1)
-    described = {'real': what, 'dataset': pipeline.describe(source_config)}
+    dataset = pipeline.describe(source_config)  # hashes the files: once
+    indices = reference.subset_indices(dataset['num_examples'], num, seed=1)
+    described = {'real': what, 'dataset': dataset}
   images = np.concatenate(list(reference.real_image_batches(
       source_config, image_size, indices)))
   return images, described

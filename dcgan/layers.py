@@ -483,7 +483,7 @@ def _transposed_rows(a):
 
 # A float32 kernel gradient with fewer outputs than this contracts the
 # activations as they are, without the channel-major copy (`_rows_t_dot`).
-SMALL_KERNEL_GRAD = 2**16
+SMALL_KERNEL_GRAD = 2**18
 
 
 def _rows_t_dot(a, patches):
@@ -499,9 +499,16 @@ def _rows_t_dot(a, patches):
   form's product alone, copy not counted (2 cores, Intel Xeon with AMX,
   jax 0.10.2), and the 48x48 <-> 24x24 layers' forward + backward alone took
   13 ms instead of 20 (D conv0) and 10 instead of 16-18 (G deconv4). At
-  128 x 1600 outputs the two forms are even and at 256 x 3200 the copied one
-  is faster (22.7 vs 27.3 ms); in bfloat16 the copied form is 3.5-4.4x
-  faster at every size measured (64 x 75 to 512 x 6400 outputs).
+  128 x 1600 outputs (D conv1, G deconv3) the products alone are even
+  (17.5 ms copied, its copy included, against 19.1), but in the training
+  step the copy is the slow part: XLA fuses what makes `a` (BatchNorm and
+  the activation, recomputed) into the transposing copy, whose loop then
+  reads strided, 4-8 ms a copy in a profile of the step against 0.6 ms for a
+  plain transpose of 64x12x12x128. So those layers, too, contract `a` as it
+  lies: the fp32 step ran 1.018x and 1.013x faster (paired runs, medians
+  of 10 and 16 rounds; all fp32 kernel gradients so, 1.010x). At 256 x
+  3200 the copied form is faster (22.7 vs 27.3 ms); in bfloat16 it is
+  3.5-4.4x faster at every size measured (64 x 75 to 512 x 6400 outputs).
   """
   c, k = a.shape[-1], patches.shape[-1]
   if a.dtype.itemsize == 4 and c * k < SMALL_KERNEL_GRAD:

@@ -288,7 +288,8 @@ def small_kernel_grad(monkeypatch):
 @pytest.mark.parametrize('dtype,channels,threshold,contract', [
     (jnp.float32, 3, layers.SMALL_KERNEL_GRAD, 0),  # 3 x 75: as it lies
     (jnp.float32, 3, 0, 1),                         # forced: copied
-    (jnp.float32, 64, layers.SMALL_KERNEL_GRAD, 1),  # 64 x 1600: copied
+    (jnp.float32, 64, layers.SMALL_KERNEL_GRAD, 0),  # 64 x 1600: as it lies
+    (jnp.float32, 128, layers.SMALL_KERNEL_GRAD, 1),  # 128 x 3200: copied
     (jnp.bfloat16, 3, layers.SMALL_KERNEL_GRAD, 1),  # 16-bit: always copied
 ])
 def test_kernel_gradient_product_form(dtype, channels, threshold, contract,

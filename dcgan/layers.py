@@ -59,8 +59,9 @@ axis, with stride s, kernel size K and low padding `lo`,
   taps split into groups that the same outputs read inside (at 6 -> 3,
   stride 2: tap 0 by outputs 1-2, taps 1-2 by all, taps 3-4 by 0-1); each
   pair of groups is one matmul over just those outputs and taps. The forward
-  parts are added, the kernel gradient's blocks tiled, and col2im takes every
-  group's columns at its offset. Below SPLIT_BELOW (0.85) inside, and with
+  parts are added in place into one array (`_correlate`), the kernel
+  gradient's blocks tiled, and col2im takes every group's columns at its
+  offset. Below SPLIT_BELOW (0.85) inside, and with
   at least SPLIT_MIN_MACS of work, a layer splits: training one core, fp32
   25.9/27.5 -> 29.2/29.6 img/s, bf16 48.7/46.3 -> 51.3/52.6; generating, 2
   cores, fp32 813/797/851 -> 925/928/933 samples/s, bf16 unchanged.
@@ -315,18 +316,36 @@ def _correlate(x, part_of, g: _Geom, groups):
   """y[o] = sum_k xpad[o*s + k] @ w[k], one matmul per pair of tap groups.
 
   `part_of(gh, gw)` returns the (B*Oh'*Ow', C) float32 sum over the taps
-  gh x gw of the outputs they read inside; the parts are padded to the whole
-  output grid and added, and the sum is cast to x's dtype.
+  gh x gw of the outputs they read inside. The largest part, padded to the
+  whole output grid, starts the sum; every other part is added in place
+  into its block of outputs (dynamic_slice + dynamic_update_slice), and the
+  sum is cast to x's dtype.
+
+  Written as padded parts added together, the sum was one elementwise
+  expression that XLA fused into each of its consumers (BatchNorm's two
+  reductions and its normalisation, the next layer's patches, in the
+  backward pass the slices of the kernel gradients), each reading all nine
+  parts of a split layer again. The in-place adds are written once, and
+  the consumers read one array: fp32 training step 1.032x and 1.041x
+  (paired worker processes, medians of 10 and 16 rounds), bf16 0.998x.
+  (The transposed convolutions' col2im height pass written the same way,
+  as in-place adds of its taps, made the fp32 step 0.94x as fast.)
   """
   groups_h, groups_w = groups
-  total = None
+  parts = []
   for gh in groups_h:
     for gw in groups_w:
       part = part_of(gh, gw)
-      part = part.reshape(x.shape[0], gh.o1 - gh.o0, gw.o1 - gw.o0, -1)
-      part = _pad(part, [(gh.o0, g.out_hw[0] - gh.o1),
-                         (gw.o0, g.out_hw[1] - gw.o1)])
-      total = part if total is None else total + part
+      parts.append((gh.o0, gw.o0, part.reshape(
+          x.shape[0], gh.o1 - gh.o0, gw.o1 - gw.o0, -1)))
+  parts.sort(key=lambda p: -p[2].size)
+  h0, w0, first = parts[0]
+  total = _pad(first, [(h0, g.out_hw[0] - h0 - first.shape[1]),
+                       (w0, g.out_hw[1] - w0 - first.shape[2])])
+  for h0, w0, part in parts[1:]:
+    start = (0, h0, w0, 0)
+    block = lax.dynamic_slice(total, start, part.shape)
+    total = lax.dynamic_update_slice(total, block + part, start)
   return total.astype(x.dtype)
 
 

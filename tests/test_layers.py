@@ -270,6 +270,26 @@ def test_matmul_path_dots_contract_trailing_lhs_dims(name, size, groups):
         range(ndim - len(lhs_contract), ndim)), eqn
 
 
+@pytest.mark.parametrize('name', LAYERS)
+def test_split_correlation_adds_its_parts_in_place(name):
+  """A split layer's correlation sums its 3 x 3 parts in one array.
+
+  Conv's forward and the transposed convolution's input gradient run one
+  matmul per pair of tap groups; the largest part starts the sum and the
+  other eight are added in place (dynamic_update_slice), so the sum is
+  written once rather than fused, as padded parts added together, into
+  every consumer. The values are checked against XLA above.
+  """
+  module = LAYERS[name](8, (5, 5), (2, 2), impl='matmul')
+  x = jnp.ones((2, 6, 6, 4) if name == 'conv' else (2, 3, 3, 4))
+  params = module.init(jax.random.key(0), x)
+  loss = lambda p, x: jnp.sum(module.apply(p, x) ** 2)
+  names = [eqn.primitive.name
+           for eqn in _equations(jax.grad(loss, argnums=(0, 1)), params, x)]
+  assert names.count('dot_general') == 3 * 9
+  assert names.count('dynamic_update_slice') == 8
+
+
 @pytest.fixture
 def small_kernel_grad(monkeypatch):
   """Sets layers.SMALL_KERNEL_GRAD for one test.

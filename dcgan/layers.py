@@ -329,7 +329,8 @@ def _correlate(x, part_of, g: _Geom, groups):
   the consumers read one array: fp32 training step 1.032x and 1.041x
   (paired worker processes, medians of 10 and 16 rounds), bf16 0.998x.
   (The transposed convolutions' col2im height pass written the same way,
-  as in-place adds of its taps, made the fp32 step 0.94x as fast.)
+  as in-place adds of its taps, lost more than this gained: both together
+  0.971x of the code before either.)
   """
   groups_h, groups_w = groups
   parts = []

@@ -61,8 +61,8 @@ axis, with stride s, kernel size K and low padding `lo`,
   pair of groups is one matmul over just those outputs and taps. The forward
   parts are added in place into one array (`_correlate`), the kernel
   gradient's blocks tiled, and col2im takes every group's columns at its
-  offset. Below SPLIT_BELOW (0.85) inside, and with
-  at least SPLIT_MIN_MACS of work, a layer splits: training one core, fp32
+  offset. Below SPLIT_BELOW (0.85) inside, and with at least
+  SPLIT_MIN_MACS of work, a layer splits: training one core, fp32
   25.9/27.5 -> 29.2/29.6 img/s, bf16 48.7/46.3 -> 51.3/52.6; generating, 2
   cores, fp32 813/797/851 -> 925/928/933 samples/s, bf16 unchanged.
   Splitting the 12x12 layers too (90% inside), or along their height only,

@@ -23,14 +23,15 @@ ran ~1.5% slower).
 
 Each variant runs in its own process, built and warmed up once. The parent then
 asks them in turn, round after round, for a timed block of --steps steps, so
-a noisy phase of a shared machine hits every variant alike; ratios are taken
-within each round and their median printed. The GEMM rate (a 2048^3 matrix
-product, fp32 and bf16, through jnp.dot with a float32 result and torch.mm)
-is measured in the same processes; each variant's rate is also given as a
-share of the best fp32 and the best bf16 GEMM rate. "warm-up s" runs from a
-worker's start to its first timed block (imports, building the state,
-compiling, two untimed steps); "compile s" is the part of it that XLA spends
-lowering and compiling our timed function.
+a noisy phase of a shared machine hits every variant alike (each round
+starting with the next variant); ratios are taken within each round and
+their median printed, with their quartiles from 4 rounds on. The GEMM rate
+(a 2048^3 matrix product, fp32 and bf16, through jnp.dot with a float32
+result and torch.mm) is measured in the same processes; each variant's
+rate is also given as a share of the best fp32 and the best bf16 GEMM rate.
+"warm-up s" runs from a worker's start to its first timed block (imports,
+building the state, compiling, two untimed steps); "compile s" is the part
+of it that XLA spends lowering and compiling our timed function.
 
 FLOP counting rule (benchmarks/flops.py): 2 x multiply-adds of the conv and
 dense layers the step runs (forward 1x; backward 2x, or 1x through the frozen D
@@ -344,6 +345,25 @@ class Worker:
     self.proc.wait()
 
 
+def in_turn(items: list, round_index: int) -> list:
+  """The order of a round: `items` from the round_index-th one, wrapping."""
+  start = round_index % len(items)
+  return items[start:] + items[:start]
+
+
+def ratio_text(per_round: list[float], quartiles: bool = True) -> str:
+  """'1.03x (1.00-1.05)': the median of per-round ratios and its quartiles.
+
+  The quartiles (the middle half of the rounds' ratios, which shows how far
+  the machine's noise moves them) from 4 rounds on, and only if asked.
+  """
+  text = f'{statistics.median(per_round):.2f}x'
+  if quartiles and len(per_round) >= 4:
+    q1, _, q3 = statistics.quantiles(per_round, n=4)
+    text += f' ({q1:.2f}-{q3:.2f})'
+  return text
+
+
 def main(argv):
   del argv
   bench = _BENCH.value
@@ -375,8 +395,10 @@ def main(argv):
       for dtype in ('float32', 'bfloat16'):
         gemm.setdefault((w.variant.split('-')[0], dtype), []).append(
             w.ask(f'gemm {dtype}')['flops'])
-    for _ in range(_REPEATS.value):
-      for w in workers:
+    for r in range(_REPEATS.value):
+      # Each round starts with the next variant, so that none always runs
+      # right after the same other one.
+      for w in in_turn(workers, r):
         seconds = w.ask(f'run {_STEPS.value}')['seconds']
         rates[w.variant].append(_STEPS.value * batch_size / seconds)
     peak = {w.variant: w.ask('rss -')['peak_rss_mib'] for w in workers}
@@ -389,13 +411,13 @@ def main(argv):
   for (fw, dt), v in sorted(gemm.items()):
     print(f'# GEMM 2048^3 {fw} {dt}: {max(v) / 1e9:.0f} GFLOP/s')
   def ratio(v, dtype):
-    """Median over rounds of v's rate / the best torch variant of dtype's."""
+    """v's rate / the best torch variant of dtype's, within each round."""
     others = [t for t in variants if t.startswith(f'torch-{dtype}')]
     if not others:
       return '-'
     per_round = [rates[v][i] / max(rates[t][i] for t in others)
                  for i in range(_REPEATS.value)]
-    return f'{statistics.median(per_round):.2f}x'
+    return ratio_text(per_round, quartiles=v not in others)
 
   print(f'variant | {unit} (median) | min | max | GFLOP/s | % fp32 GEMM | '
         '% bf16 GEMM | warm-up s | compile s | peak RSS MiB | vs torch fp32 | '

@@ -22,7 +22,7 @@ def test_rounds_start_with_each_variant_in_turn():
   # Every round runs every variant once; each opens a round in turn.
   assert all(sorted(o) == sorted(variants) for o in orders)
   assert [o[0] for o in orders[:3]] == variants
-  # Who runs right before whom changes from round to round.
+  # As many orders as variants, then the same again.
   assert len({tuple(o) for o in orders}) == 3
 
 

@@ -33,4 +33,3 @@ def test_ratio_text_gives_the_median_and_the_quartiles():
   assert torch_reference.ratio_text(per_round, quartiles=False) == '1.05x'
   # Too few rounds for quartiles.
   assert torch_reference.ratio_text([0.97, 1.01, 0.99]) == '0.99x'
-

@@ -2,7 +2,7 @@
 
 from dcgan import heap as _heap
 
-# Before any JAX computation starts XLA's threads: their large per-call
-# buffers then come from the main arena, which `heap.reuse_freed_memory`
-# keeps mapped between calls.
-_heap.share_main_arena()
+# Before JAX creates its CPU client: each computation then runs on the
+# calling thread, and its large buffers come from the main arena, which
+# `heap.reuse_freed_memory` keeps mapped between calls.
+_heap.compute_on_calling_thread()

@@ -68,6 +68,7 @@ def step_with_data(config, args) -> tuple[list[float], list[float]]:
   """img/s of the train step fed by the iterator and on a constant batch."""
   import jax  # pylint: disable=g-import-not-at-top
   import reference_step  # pylint: disable=g-import-not-at-top
+  from dcgan import heap  # pylint: disable=g-import-not-at-top
   from experiments.configs import avatar  # pylint: disable=g-import-not-at-top
 
   run_config = avatar.get_config()
@@ -77,7 +78,7 @@ def step_with_data(config, args) -> tuple[list[float], list[float]]:
   state, step = reference_step.build(run_config)
   iterator = pipeline.create_train_iterator(
       config, image_size=args.image_size, batch_size=args.batch_size, seed=0)
-  constant = {'image': jax.device_put(next(iterator)['image'])}
+  constant = {'image': heap.to_device(next(iterator)['image'])}
   rng = jax.random.key(0)
   state, metrics = step(state, constant, rng)  # compiles
   jax.block_until_ready(metrics)
@@ -86,7 +87,8 @@ def step_with_data(config, args) -> tuple[list[float], list[float]]:
     nonlocal state
     start = time.perf_counter()
     for _ in range(args.step_steps):
-      batch = ({'image': jax.device_put(next(iterator)['image'])} if fed
+      # Copied in before the step, as the training loop does.
+      batch = ({'image': heap.to_device(next(iterator)['image'])} if fed
                else constant)
       state, metrics = step(state, batch, rng)
     jax.block_until_ready((state, metrics))

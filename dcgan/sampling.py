@@ -198,8 +198,9 @@ def apply_in_batches(module, variables, inputs, batch_size: int = 256,
       padded = np.concatenate(
           [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:],
                            chunk.dtype)])
+      # Copied in first, so that the batch runs on this thread (`heap`).
       outputs.append(np.asarray(
-          apply(module, variables, padded))[:len(chunk)])
+          apply(module, variables, heap.to_device(padded)))[:len(chunk)])
   return np.concatenate(outputs)
 
 

@@ -551,7 +551,8 @@ class _Run:
 
   def _train_one_step(self) -> Metrics:
     batch = next(self.data_iterator)
-    batch = {'image': jax.device_put(batch['image'], self.data_sharding)}
+    # Copied in before the step, so that it runs on this thread (`heap`).
+    batch = {'image': heap.to_device(batch['image'], self.data_sharding)}
     self.state, self.monitor, metrics = self._step_fn(
         self.state, self.monitor, batch, self.train_rng, self._controls)
     self.step += 1

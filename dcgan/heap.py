@@ -47,8 +47,8 @@ before, 74.8 and 79.6 after), one that compiles it 68.5 before, 77.7 after.
 On leaving, the settings become those glibc's adaptive thresholds reach in a
 long-running process (blocks up to 32 MiB from the heap, 64 MiB of free heap
 kept), and the heap's free memory goes back to the system. Elsewhere than
-glibc, or when the user set malloc's environment variables, both do
-nothing. A program that wants asynchronous dispatch back sets
+glibc, or when the user set malloc's environment variables,
+`compute_on_calling_thread` and `reuse_freed_memory` do nothing. A program that wants asynchronous dispatch back sets
 `jax.config.update('jax_cpu_enable_async_dispatch', True)` after importing
 dcgan and before its first computation.
 """
@@ -61,6 +61,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+import jax
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
@@ -100,7 +102,6 @@ def compute_on_calling_thread() -> bool:
   """
   if _glibc() is None:
     return False
-  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_cpu_enable_async_dispatch', False)
   return True
 
@@ -117,7 +118,6 @@ def to_device(tree: Any, sharding: Any = None) -> Any:
   thread in the main arena (the code before; logged rates over 120-160
   steps).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   return jax.block_until_ready(jax.device_put(tree, sharding))
 
 
